@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// The tsclip command line. User errors print one clear line (no stack trace) and exit 2.
+import { UsageError } from './args.js';
+import { infoCommand } from './info.js';
+
+interface Command {
+  summary: string;
+  run(argv: string[]): Promise<void> | void;
+}
+
+const commands: Record<string, Command> = {
+  info: { summary: 'version, backends, CUDA devices, CPU features, threads', run: (argv) => infoCommand(argv.includes('--json')) },
+};
+
+export function registerCommand(name: string, cmd: Command): void {
+  commands[name] = cmd;
+}
+
+function usage(): string {
+  const rows = Object.entries(commands).map(([k, c]) => `  ${k.padEnd(12)}${c.summary}`);
+  return `usage: tsclip <command> [options]\n\ncommands:\n${rows.join('\n')}\n\nRun \`tsclip <command> --help\` for a command's options and examples.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return 0;
+  }
+  const cmd = commands[name];
+  if (!cmd) throw new UsageError(`unknown command "${name}"\n\n${usage()}`);
+  await cmd.run(rest);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    // Errors from tsclip name their problem; a stack trace only with TSCLIP_DEBUG=1.
+    const e = err as Error;
+    console.error(`tsclip: ${e?.message ?? String(err)}`);
+    if (process.env.TSCLIP_DEBUG) console.error(e?.stack);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  },
+);

@@ -1,0 +1,5 @@
+export * from './elementwise.js';
+export * from './reduce.js';
+export * from './shape.js';
+export * from './matmul.js';
+export * from './index-ops.js';

@@ -1,0 +1,151 @@
+// Matrix products on the native gemm: matmul (2-D or batched 3-D, transposed views free) and linear.
+import { Tensor, keep, runRaw } from '../tensor.js';
+import { needsGrad, record, save } from '../autograd.js';
+import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
+import { sumTo } from './reduce.js';
+
+/** A [batch, rows, cols] view of a 2-D or 3-D tensor whose last two dims have a unit stride somewhere. */
+function as3d(t: Tensor, batch: number): { view: Tensor; copied: boolean } {
+  let src = t;
+  let copied = false;
+  const r = t.ndim;
+  const okLayout = t.strides[r - 1] === 1 || t.strides[r - 2] === 1;
+  if (!okLayout) {
+    src = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
+    runRaw('copy', [t], [src]);
+    copied = true;
+  }
+  const rows = src.shape[r - 2], cols = src.shape[r - 1];
+  const bs = r === 3 ? src.strides[0] : 0;
+  const view = src.view([batch, rows, cols], [bs, src.strides[r - 2], src.strides[r - 1]]);
+  if (copied) src.dispose();
+  return { view, copied };
+}
+
+/** c = a @ b (+ bias) without autograd; a [.., M, K], b [.., K, N]. */
+export function gemmRaw(a: Tensor, b: Tensor, bias: Tensor | null = null, out?: Tensor, accumulate = false, alpha = 1): Tensor {
+  const batch = Math.max(a.ndim === 3 ? a.shape[0] : 1, b.ndim === 3 ? b.shape[0] : 1);
+  const M = a.shape[a.ndim - 2], N = b.shape[b.ndim - 1];
+  const shape = a.ndim === 3 || b.ndim === 3 ? [batch, M, N] : [M, N];
+  const c = out ?? Tensor.empty(shape, { device: a.device });
+  const va = as3d(a, batch), vb = as3d(b, batch);
+  const vc = c.view([batch, M, N], [M * N, N, 1]);
+  try {
+    runRaw('gemm', [va.view, vb.view, bias], [vc], [accumulate ? 1 : 0], [alpha]);
+  } finally {
+    va.view.dispose();
+    vb.view.dispose();
+    vc.dispose();
+  }
+  return c;
+}
+
+function tr(t: Tensor): Tensor {
+  const r = t.ndim;
+  const shape = [...t.shape];
+  const strides = [...t.strides];
+  [shape[r - 1], shape[r - 2]] = [shape[r - 2], shape[r - 1]];
+  [strides[r - 1], strides[r - 2]] = [strides[r - 2], strides[r - 1]];
+  return t.view(shape, strides);
+}
+
+/** Matrix product of 2-D or 3-D tensors (a batch of 1 or equal batches broadcast). */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  checkTensor('matmul', 'a', a);
+  checkTensor('matmul', 'b', b);
+  checkRank('matmul', 'a', a, 2, 3);
+  checkRank('matmul', 'b', b, 2, 3);
+  checkDtype('matmul', 'a', a, 'float32', 'bfloat16');
+  checkDtype('matmul', 'b', b, 'float32', 'bfloat16');
+  checkSameDevice('matmul', a, b);
+  const K = a.shape[a.ndim - 1];
+  check('matmul', b.shape[b.ndim - 2] === K, () => `inner dimensions differ: ${a.describe()} @ ${b.describe()}`);
+  if (a.ndim === 3 && b.ndim === 3) {
+    check('matmul', a.shape[0] === b.shape[0], () => `batch sizes differ: ${a.describe()} @ ${b.describe()}`);
+  }
+  const out = gemmRaw(a, b);
+  if (!needsGrad(a, b)) return out;
+  const sa = save(a), sb = save(b);
+  return record(out, 'matmul', [a, b], (g) => {
+    let ga: Tensor | null = null, gb: Tensor | null = null;
+    if (a.requiresGrad) {
+      const bt = tr(sb);
+      const full = gemmRaw(g, bt); // [batch?, M, K]
+      bt.dispose();
+      ga = sumTo(full, a.shape);
+      full.dispose();
+    }
+    if (b.requiresGrad) {
+      const at = tr(sa);
+      const full = gemmRaw(at, g);
+      at.dispose();
+      gb = sumTo(full, b.shape);
+      full.dispose();
+    }
+    return [ga, gb];
+  }, [sa, sb]);
+}
+
+/** y = x @ w^T + b, with x [..., in], w [out, in], b [out] (PyTorch's nn.Linear layout). */
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
+  checkTensor('linear', 'input', x);
+  checkTensor('linear', 'weight', w);
+  checkRank('linear', 'weight', w, 2);
+  checkSameDevice('linear', x, w, b);
+  const inF = w.shape[1], outF = w.shape[0];
+  check('linear', x.ndim >= 1 && x.shape[x.ndim - 1] === inF,
+    () => `input ${x.describe()} does not end in ${inF} features (weight ${w.describe()})`);
+  if (b) check('linear', b.ndim === 1 && b.shape[0] === outF, () => `bias ${b.describe()} must be [${outF}]`);
+  const lead = x.shape.slice(0, -1);
+  const rows = lead.reduce((p, s) => p * s, 1);
+  const x2 = x.isContiguous ? x.view([rows, inF], [inF, 1]) : (() => {
+    const c = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
+    runRaw('copy', [x], [c]);
+    const v = c.view([rows, inF], [inF, 1]);
+    c.dispose();
+    return v;
+  })();
+  const wt = tr(w);
+  const y2 = gemmRaw(x2, wt, b);
+  wt.dispose();
+  const out = y2.view([...lead, outF], contiguousOf([...lead, outF]));
+  y2.dispose();
+  if (!needsGrad(x, w, b)) {
+    x2.dispose();
+    return out;
+  }
+  const sx = keep(x2), sw = save(w);
+  return record(out, 'linear', [x, w, b], (g) => {
+    const g2 = g.isContiguous ? g.view([rows, outF], [outF, 1]) : (() => {
+      const c = Tensor.empty(g.shape, { dtype: g.dtype, device: g.device });
+      runRaw('copy', [g], [c]);
+      const v = c.view([rows, outF], [outF, 1]);
+      c.dispose();
+      return v;
+    })();
+    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+    if (x.requiresGrad) {
+      const d = gemmRaw(g2, sw); // [rows, in]
+      gx = d.view(x.shape, contiguousOf(x.shape));
+      d.dispose();
+    }
+    if (w.requiresGrad) {
+      const gt = tr(g2);
+      gw = gemmRaw(gt, sx); // [out, in]
+      gt.dispose();
+    }
+    if (b && b.requiresGrad) gb = sumTo(g2, [outF]);
+    g2.dispose();
+    return [gx, gw, gb];
+  }, [sx, sw]);
+}
+
+function contiguousOf(shape: readonly number[]): number[] {
+  const st: number[] = [];
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = s;
+    s *= shape[i];
+  }
+  return st;
+}

@@ -1,0 +1,348 @@
+// Benchmark and self-check of the CPU gemm op.
+//   bench_gemm            validate, then time CLIP's shapes with 1 and 2 threads
+//   bench_gemm --check    validate only (run with TSCLIP_SIMD=avx2 / scalar for the other paths)
+// Validation compares the op against a float64 reference over odd shapes, every transpose
+// combination, shared (batch stride 0) operands, accumulate, alpha, bias and padded rows.
+// Timing reports GFLOP/s against this machine's FMA peak, measured here with a loop of
+// independent vector FMAs per thread, and a naive triple loop for scale.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cpu/features.h"
+#include "cpu/sgemm.h"
+#include "cpu/threadpool.h"
+#include "tensor.h"
+
+namespace tsclip {
+void cpu_gemm(const OpArgs&);
+}
+
+using namespace tsclip;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+TensorRef view(float* p, std::vector<int64_t> shape, std::vector<int64_t> strides) {
+  TensorRef t;
+  t.data = p;
+  t.ndim = int(shape.size());
+  for (int i = 0; i < t.ndim; i++) t.shape[i] = shape[size_t(i)], t.strides[i] = strides[size_t(i)];
+  return t;
+}
+
+void fill_random(std::vector<float>& v, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  for (auto& x : v) x = d(rng);
+}
+
+// ---------------------------------------------------------------- validation
+
+struct Case {
+  int64_t batch, M, N, K;
+  bool ta, tb;          // operand stored transposed (a view with stride[-2] == 1)
+  bool a_shared, b_shared;  // batch stride 0
+  bool accumulate, bias;
+  float alpha;
+  int64_t pad;  // extra floats between stored rows
+};
+
+// Returns the largest error relative to its tolerance (> 1 fails).
+double check_case(const Case& cs, std::mt19937& rng) {
+  const int64_t B = cs.batch, M = cs.M, N = cs.N, K = cs.K;
+  // a: stored as [batch][M][K+pad] or, transposed, [batch][K][M+pad]
+  const int64_t a_ld = (cs.ta ? M : K) + cs.pad, a_mat = (cs.ta ? K : M) * a_ld;
+  const int64_t b_ld = (cs.tb ? K : N) + cs.pad, b_mat = (cs.tb ? N : K) * b_ld;
+  std::vector<float> a(size_t((cs.a_shared ? 1 : B) * a_mat + 1)), b(size_t((cs.b_shared ? 1 : B) * b_mat + 1));
+  std::vector<float> c(static_cast<size_t>(B * M * N)), bias(static_cast<size_t>(N));
+  fill_random(a, rng), fill_random(b, rng), fill_random(c, rng), fill_random(bias, rng);
+  const std::vector<float> c0 = c;
+  const int64_t a_bs = cs.a_shared ? 0 : a_mat, b_bs = cs.b_shared ? 0 : b_mat;
+  auto A = [&](int64_t n, int64_t i, int64_t k) { return a[size_t(n * a_bs + (cs.ta ? k * a_ld + i : i * a_ld + k))]; };
+  auto Bv = [&](int64_t n, int64_t k, int64_t j) { return b[size_t(n * b_bs + (cs.tb ? j * b_ld + k : k * b_ld + j))]; };
+
+  OpArgs args;
+  args.op = "gemm";
+  args.in.push_back(view(a.data(), {B, M, K}, cs.ta ? std::vector<int64_t>{a_bs, 1, a_ld} : std::vector<int64_t>{a_bs, a_ld, 1}));
+  args.in.push_back(view(b.data(), {B, K, N}, cs.tb ? std::vector<int64_t>{b_bs, 1, b_ld} : std::vector<int64_t>{b_bs, b_ld, 1}));
+  args.in.push_back(cs.bias ? view(bias.data(), {N}, {1}) : TensorRef{});
+  args.out.push_back(view(c.data(), {B, M, N}, {M * N, N, 1}));
+  args.ints = {cs.accumulate ? 1 : 0};
+  args.floats = {cs.alpha};
+  cpu_gemm(args);
+
+  double worst = 0;
+  for (int64_t n = 0; n < B; n++)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) {
+        double s = 0, mag = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = double(A(n, i, k)) * double(Bv(n, k, j));
+          s += p, mag += std::fabs(p);
+        }
+        const size_t at = size_t((n * M + i) * N + j);
+        double ref = double(cs.alpha) * s, scale = std::fabs(cs.alpha) * mag;
+        if (cs.bias) ref += bias[size_t(j)], scale += std::fabs(bias[size_t(j)]);
+        if (cs.accumulate) ref += c0[at], scale += std::fabs(c0[at]);
+        const double err = std::fabs(double(c[at]) - ref) / (1e-5 * scale + 1e-30);
+        if (!(err <= worst)) worst = std::isnan(err) ? INFINITY : err;
+      }
+  return worst;
+}
+
+std::string describe(const Case& c) {
+  char s[200];
+  std::snprintf(s, sizeof s, "batch=%lld M=%lld N=%lld K=%lld a%s%s b%s%s acc=%d bias=%d alpha=%g pad=%lld",
+                (long long)c.batch, (long long)c.M, (long long)c.N, (long long)c.K, c.ta ? "T" : "N",
+                c.a_shared ? "(shared)" : "", c.tb ? "T" : "N", c.b_shared ? "(shared)" : "", c.accumulate,
+                c.bias, c.alpha, (long long)c.pad);
+  return s;
+}
+
+// Calls gemm with tensors that must be refused; the error has to name the problem.
+bool expect_error(const char* what, std::vector<TensorRef> in, TensorRef out, const char* needle) {
+  OpArgs args;
+  args.op = "gemm";
+  args.in = std::move(in);
+  args.out = {out};
+  args.ints = {0};
+  args.floats = {1.0};
+  try {
+    cpu_gemm(args);
+  } catch (const Error& e) {
+    if (std::strstr(e.what(), needle)) return true;
+    std::printf("FAIL %s: message '%s' lacks '%s'\n", what, e.what(), needle);
+    return false;
+  }
+  std::printf("FAIL %s: no error\n", what);
+  return false;
+}
+
+bool validate() {
+  std::mt19937 rng(1234);
+  std::vector<Case> cases;
+  const int64_t sizes[] = {1, 3, 17, 50, 77};
+  int n = 0;
+  for (int64_t M : sizes)
+    for (int64_t N : sizes)
+      for (int64_t K : sizes)
+        for (int t = 0; t < 4; t++, n++) {
+          // The other options cycle with different periods so that they meet every shape mix.
+          Case c{1 + (n % 3 == 0 ? n % 4 : 0), M, N, K, bool(t & 1), bool(t & 2), false, false,
+                 n % 2 == 1, n % 5 < 2, n % 7 == 0 ? -0.5f : n % 7 == 1 ? 2.0f : 1.0f, (n / 4) % 3 == 0 ? 3 : 0};
+          if (c.batch > 1) c.a_shared = n % 9 == 0, c.b_shared = n % 2 == 0;
+          cases.push_back(c);
+        }
+  // Several cache blocks in each dimension, the threaded split, the folded batch with a shared
+  // weight, and a batch of small products run in parallel over the batch.
+  for (int t = 0; t < 4; t++) {
+    const bool ta = t & 1, tb = t & 2;
+    cases.push_back({1, 130, 600, 300, ta, tb, false, false, t == 1, true, 1.0f, 0});
+    cases.push_back({1, 257, 531, 1000, ta, tb, false, false, true, t == 2, 0.75f, 5});
+    cases.push_back({2, 50, 768, 768, ta, tb, false, true, false, true, 1.0f, 0});
+    cases.push_back({3, 77, 100, 520, ta, tb, t == 3, false, t == 0, false, 1.0f, 1});
+    cases.push_back({16, 50, 50, 64, ta, tb, false, false, false, false, 0.125f, 0});
+    cases.push_back({9, 7, 40, 33, ta, tb, true, true, true, true, 1.0f, 2});
+  }
+  cases.push_back({1, 0, 5, 5, false, false, false, false, false, true, 1.0f, 0});
+  cases.push_back({2, 5, 7, 0, false, true, false, false, true, true, 1.0f, 0});
+  cases.push_back({2, 4, 6, 0, false, false, false, false, false, true, 1.0f, 0});
+
+  int failed = 0;
+  double worst = 0;
+  for (const Case& c : cases) {
+    const double e = check_case(c, rng);
+    worst = std::max(worst, e);
+    if (!(e <= 1.0)) {
+      if (failed++ < 10) std::printf("FAIL %s: error %.3g x tolerance\n", describe(c).c_str(), e);
+    }
+  }
+
+  // Refused inputs.
+  std::vector<float> buf(4096);
+  float* p = buf.data();
+  bool ok = true;
+  ok &= expect_error("strided a", {view(p, {1, 4, 4}, {64, 8, 2}), view(p, {1, 4, 4}, {16, 4, 1})},
+                     view(p + 2048, {1, 4, 4}, {16, 4, 1}), "one of the last two strides must be 1");
+  ok &= expect_error("inner size", {view(p, {1, 4, 5}, {20, 5, 1}), view(p, {1, 4, 4}, {16, 4, 1})},
+                     view(p + 2048, {1, 4, 4}, {16, 4, 1}), "inner sizes differ");
+  ok &= expect_error("c shape", {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1})},
+                     view(p + 2048, {1, 4, 3}, {12, 3, 1}), "expected [4,4]");
+  ok &= expect_error("batch", {view(p, {2, 4, 4}, {16, 4, 1}), view(p, {3, 4, 4}, {16, 4, 1})},
+                     view(p + 2048, {3, 4, 4}, {16, 4, 1}), "a has batch 2, expected 3");
+  ok &= expect_error("c layout", {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1})},
+                     view(p + 2048, {1, 4, 4}, {16, 1, 4}), "must be contiguous");
+  ok &= expect_error("bias", {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1}), view(p, {3}, {1})},
+                     view(p + 2048, {1, 4, 4}, {16, 4, 1}), "bias must be float32[4]");
+
+  std::printf("validation (%s path, %d threads): %zu cases, worst error %.3g x tolerance, %s\n",
+              sgemm_path(), num_threads(), cases.size(), worst,
+              failed || !ok ? "FAILED" : "ok");
+  return failed == 0 && ok;
+}
+
+// ---------------------------------------------------------------- peak
+
+// 16 independent FMA chains cover latency x throughput on current cores.
+__attribute__((target("avx512f,fma"))) float fma_loop_zmm(int64_t iters, float seed) {
+  __m512 acc[16];
+  for (int j = 0; j < 16; j++) acc[j] = _mm512_set1_ps(seed + 0.01f * float(j));
+  const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(seed * 1e-3f);
+  for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) acc[j] = _mm512_fmadd_ps(acc[j], x, y);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < 16; j++) s = _mm512_add_ps(s, acc[j]);
+  return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma"))) float fma_loop_ymm(int64_t iters, float seed) {
+  __m256 acc[12];
+  for (int j = 0; j < 12; j++) acc[j] = _mm256_set1_ps(seed + 0.01f * float(j));
+  const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(seed * 1e-3f);
+  for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; j++) acc[j] = _mm256_fmadd_ps(acc[j], x, y);
+  }
+  alignas(32) float out[8];
+  __m256 s = acc[0];
+  for (int j = 1; j < 12; j++) s = _mm256_add_ps(s, acc[j]);
+  _mm256_store_ps(out, s);
+  return out[0] + out[7];
+}
+
+volatile float g_sink;
+
+// Aggregate FMA peak of `threads` threads running at once, in GFLOP/s (best of 5 runs).
+double measure_peak(int threads) {
+  const bool zmm = cpu_features().avx512f;
+  const int64_t iters = 20'000'000;
+  const double flops_per_iter = zmm ? 16.0 * 16 * 2 : 12.0 * 8 * 2;
+  double best = 0;
+  for (int run = 0; run < 5; run++) {
+    std::atomic<int> ready{0};
+    std::vector<double> secs(static_cast<size_t>(threads));
+    auto body = [&](int t) {
+      ready.fetch_add(1);
+      while (ready.load() < threads) {
+      }
+      auto t0 = Clock::now();
+      g_sink = zmm ? fma_loop_zmm(iters, 1.0f + float(t)) : fma_loop_ymm(iters, 1.0f + float(t));
+      secs[size_t(t)] = seconds_since(t0);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; t++) pool.emplace_back(body, t);
+    body(0);
+    for (auto& th : pool) th.join();
+    const double slowest = *std::max_element(secs.begin(), secs.end());
+    best = std::max(best, threads * iters * flops_per_iter / slowest * 1e-9);
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------- timing
+
+// Seconds per call: best of 5 rounds, each round long enough (>= 60 ms) to average out jitter.
+double time_call(const std::function<void()>& fn) {
+  fn();
+  int reps = 1;
+  for (;;) {
+    auto t0 = Clock::now();
+    for (int r = 0; r < reps; r++) fn();
+    if (seconds_since(t0) > 0.06) break;
+    reps *= 2;
+  }
+  double best = 1e30;
+  for (int round = 0; round < 5; round++) {
+    auto t0 = Clock::now();
+    for (int r = 0; r < reps; r++) fn();
+    best = std::min(best, seconds_since(t0) / reps);
+  }
+  return best;
+}
+
+void naive_gemm(int64_t M, int64_t N, int64_t K, const float* a, const float* b, float* c) {
+  for (int64_t i = 0; i < M; i++) {
+    for (int64_t j = 0; j < N; j++) c[i * N + j] = 0;
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t j = 0; j < N; j++) c[i * N + j] += a[i * K + k] * b[k * N + j];
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool check_only = false;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--check")) check_only = true;
+    else {
+      std::fprintf(stderr, "usage: bench_gemm [--check]\n");
+      return 2;
+    }
+  }
+  if (!validate()) return 1;
+  if (check_only) return 0;
+
+  const double peak1 = measure_peak(1), peak2 = measure_peak(2);
+  std::printf("\nFMA peak (%s, measured): 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n",
+              cpu_features().avx512f ? "zmm" : "ymm", peak1, peak2);
+
+  std::mt19937 rng(7);
+  const int64_t maxd = 3072, maxm = 400;
+  std::vector<float> a(static_cast<size_t>(maxm * maxd)), w(static_cast<size_t>(maxd * maxd));
+  std::vector<float> bias(static_cast<size_t>(maxd)), c(static_cast<size_t>(maxm * maxd));
+  fill_random(a, rng), fill_random(w, rng), fill_random(bias, rng);
+
+  // "x @ W" with W stored [K,N] (NN) and "x @ W^T" with W stored [N,K] as in nn.Linear (NT).
+  std::printf("\n%-7s %-5s %5s %5s %5s %10s %8s\n", "threads", "b", "M", "K", "N", "GFLOP/s", "% peak");
+  double worst = 1e9;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    const double peak = threads == 1 ? peak1 : peak2;
+    for (int nt = 0; nt < 2; nt++)
+      for (int64_t M : {50, 400})
+        for (int64_t K : {768, 3072})
+          for (int64_t N : {768, 3072}) {
+            OpArgs args;
+            args.op = "gemm";
+            args.in.push_back(view(a.data(), {1, M, K}, {M * K, K, 1}));
+            args.in.push_back(view(w.data(), {1, K, N}, nt ? std::vector<int64_t>{K * N, 1, K} : std::vector<int64_t>{K * N, N, 1}));
+            args.in.push_back(view(bias.data(), {N}, {1}));
+            args.out.push_back(view(c.data(), {1, M, N}, {M * N, N, 1}));
+            args.ints = {0};
+            args.floats = {1.0};
+            const double s = time_call([&] { cpu_gemm(args); });
+            const double gf = 2.0 * M * N * K / s * 1e-9;
+            worst = std::min(worst, 100 * gf / peak);
+            std::printf("%-7d %-5s %5lld %5lld %5lld %10.1f %7.1f%%\n", threads, nt ? "W^T" : "W",
+                        (long long)M, (long long)K, (long long)N, gf, 100 * gf / peak);
+          }
+  }
+  std::printf("lowest: %.1f%% of peak\n", worst);
+
+  set_num_threads(1);
+  const int64_t M = 50, K = 768, N = 768;
+  std::vector<float> cn(static_cast<size_t>(M * N));
+  const double sn = time_call([&] { naive_gemm(M, N, K, a.data(), w.data(), cn.data()); });
+  const double sf = time_call([&] { sgemm(false, false, M, N, K, 1.0f, a.data(), K, w.data(), N, 0.0f, c.data(), N, nullptr); });
+  double diff = 0;
+  for (size_t i = 0; i < cn.size(); i++) diff = std::max(diff, double(std::fabs(cn[i] - c[i])));
+  std::printf("\nnaive i-k-j loop, 1 thread, %lldx%lldx%lld: %.1f GFLOP/s; sgemm is %.1fx faster (max |diff| %.2g)\n",
+              (long long)M, (long long)K, (long long)N, 2.0 * M * N * K / sn * 1e-9, sn / sf, diff);
+  return 0;
+}

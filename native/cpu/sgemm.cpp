@@ -1,0 +1,235 @@
+// sgemm driver: GotoBLAS-style blocking (B block kc x nc packed once per thread and kept in L2,
+// A block packed per mc rows, each MR-row panel reused from L1 across the B block), a 2-D split
+// of C over the thread pool, and the portable micro-kernel used when no SIMD path applies.
+#include "sgemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+#include <utility>
+
+#include "features.h"
+#include "threadpool.h"
+
+namespace tsclip {
+namespace sgemm_detail {
+namespace {
+
+// --- portable path (plain C++; compilers vectorize the j loops) ---
+constexpr int GMR = 4, GNR = 16;
+
+template <int M>
+void micro_generic(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int n,
+                   float alpha, float beta, const float* bias) {
+  float acc[M][GNR] = {};
+  for (int64_t k = 0; k < kc; k++, a += GMR, b += GNR)
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < GNR; j++) acc[i][j] += a[i] * b[j];
+  for (int i = 0; i < M; i++) {
+    float* ci = c + i * ldc;
+    for (int j = 0; j < n; j++) {
+      float v = alpha * acc[i][j] + (bias ? bias[j] : 0.0f);
+      ci[j] = beta == 0.0f ? v : v + beta * ci[j];
+    }
+  }
+}
+
+void pack_a_generic(bool trans, const float* A, int64_t lda, int64_t mc, int64_t kc, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += GMR, dst += GMR * kc) {
+    const int64_t m = std::min<int64_t>(GMR, mc - i0);
+    for (int64_t k = 0; k < kc; k++)
+      for (int64_t i = 0; i < m; i++)
+        dst[k * GMR + i] = trans ? A[k * lda + i0 + i] : A[(i0 + i) * lda + k];
+  }
+}
+
+void pack_b_generic(bool trans, const float* B, int64_t ldb, int64_t nc, int64_t kc, float* dst) {
+  for (int64_t j0 = 0; j0 < nc; j0 += GNR, dst += GNR * kc) {
+    const int64_t n = std::min<int64_t>(GNR, nc - j0);
+    for (int64_t k = 0; k < kc; k++)
+      for (int64_t j = 0; j < GNR; j++)
+        dst[k * GNR + j] = j >= n ? 0.0f : trans ? B[(j0 + j) * ldb + k] : B[k * ldb + j0 + j];
+  }
+}
+
+const Kernels& generic_kernels() {
+  static const Kernels k{"generic", GMR, GNR, 64, 256, 256,
+                         {nullptr, &micro_generic<1>, &micro_generic<2>, &micro_generic<3>,
+                          &micro_generic<4>},
+                         &pack_a_generic, &pack_b_generic};
+  return k;
+}
+
+const Kernels& select_kernels() {
+  static const Kernels& k = [] () -> const Kernels& {
+    const CpuFeatures& f = cpu_features();
+    if (f.avx512f) return avx512_kernels();
+    if (f.avx2 && f.fma) return avx2_kernels();
+    return generic_kernels();
+  }();
+  return k;
+}
+
+// Per-thread packing buffers, grown on demand and kept: fresh large allocations per call would
+// page-fault on every call.
+struct Buffer {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~Buffer() { std::free(p); }
+  float* get(size_t floats) {
+    if (floats > cap) {
+      std::free(p);
+      size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      cap = floats;
+    }
+    return p;
+  }
+};
+thread_local Buffer t_abuf, t_bbuf;
+
+struct Problem {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float beta;
+  float* C;
+  int64_t ldc;
+  const float* bias;
+};
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const float* b_at(const Problem& p, int64_t k, int64_t j) {
+  return p.tb ? p.B + j * p.ldb + k : p.B + k * p.ldb + j;
+}
+
+static int g_skip = getenv("SKIPB") ? 1 : 0;
+static int g_pf = getenv("PF") ? atoi(getenv("PF")) : 2;
+// Walks the cache lines of a kc x nc block of B in `steps` roughly equal portions.
+struct Prefetch {
+  const char* base = nullptr;
+  int64_t ld = 0, line_per_row = 1, lines = 0, per_step = 0, done = 0;
+
+  void start(const Problem& p, int64_t k, int64_t j, int64_t kc, int64_t nc, int64_t steps) {
+    base = reinterpret_cast<const char*>(b_at(p, k, j));
+    ld = p.ldb * int64_t(sizeof(float));
+    const int64_t rows = p.tb ? nc : kc, row_bytes = (p.tb ? kc : nc) * int64_t(sizeof(float));
+    line_per_row = ceil_div(row_bytes + 63, 64);  // +63: a row may start mid-line
+    lines = rows * line_per_row;
+    per_step = ceil_div(lines, std::max<int64_t>(1, steps));
+    done = 0;
+  }
+  void stop() { lines = done = 0; }
+  void step() {
+    for (int64_t end = std::min(lines, done + per_step); done < end; done++) {
+      const int64_t r = done / line_per_row, l = done - r * line_per_row;
+      if (g_pf == 1) __builtin_prefetch(base + r * ld + l * 64, 0, 1); else if (g_pf == 2) __builtin_prefetch(base + r * ld + l * 64, 0, 2); else if (g_pf == 3) __builtin_prefetch(base + r * ld + l * 64, 0, 3);
+    }
+  }
+};
+
+// Computes the rows [m0, m1) x columns [n0, n1) of C (block edges on multiples of mr / nr).
+void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int MR = kr.mr, NR = kr.nr;
+  // Equal k blocks, so a K just over kc does not leave a thin, inefficient last block.
+  const int64_t kblocks = ceil_div(p.K, kr.kc);
+  const int64_t KC = ceil_div(p.K, kblocks);
+  const int64_t MC = std::min(kr.mc, ceil_div(m1 - m0, MR) * MR);
+  const int64_t NC = std::min(kr.nc, ceil_div(n1 - n0, NR) * NR);
+  float* abuf = t_abuf.get(size_t(MC) * KC + 16);
+  float* bbuf = t_bbuf.get(size_t(NC) * KC + 16);
+  // Packing a B block from memory cannot overlap with the packing itself, so while one block
+  // is multiplied, the next one's source lines are prefetched a few per micro-tile.
+  Prefetch next_b;
+  const int64_t tiles = ceil_div(m1 - m0, MR);
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min(NC, n1 - jc);
+    for (int64_t pc = 0; pc < p.K; pc += KC) {
+      const int64_t kc = std::min(KC, p.K - pc);
+      if (!g_skip) kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
+      {
+        int64_t jn = jc, pn = pc + KC;
+        if (pn >= p.K) pn = 0, jn = jc + NC;
+        if (jn < n1) next_b.start(p, pn, jn, std::min(KC, p.K - pn), std::min(NC, n1 - jn), tiles * ceil_div(nc, NR));
+        else next_b.stop();
+      }
+      // The first k block applies beta and the bias; later ones accumulate onto it.
+      const float beta = pc == 0 ? p.beta : 1.0f;
+      const float* bias = pc == 0 && p.bias ? p.bias + jc : nullptr;
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = std::min(MC, m1 - ic);
+        kr.pack_a(p.ta, p.ta ? p.A + pc * p.lda + ic : p.A + ic * p.lda + pc, p.lda, mc, kc, abuf);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const MicroFn fn = kr.micro[std::min<int64_t>(MR, mc - ir)];
+          float* crow = p.C + (ic + ir) * p.ldc + jc;
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            next_b.step();
+            fn(kc, abuf + ir * kc, bbuf + jr * kc, crow + jr, p.ldc, int(std::min<int64_t>(NR, nc - jr)),
+               p.alpha, beta, bias ? bias + jr : nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+// K == 0: the product is empty, only beta and the bias remain.
+void scale_only(const Problem& p) {
+  for (int64_t i = 0; i < p.M; i++) {
+    float* ci = p.C + i * p.ldc;
+    for (int64_t j = 0; j < p.N; j++) {
+      float v = p.bias ? p.bias[j] : 0.0f;
+      ci[j] = p.beta == 0.0f ? v : v + p.beta * ci[j];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sgemm_detail
+
+const char* sgemm_path() { return sgemm_detail::select_kernels().name; }
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+           const float* bias) {
+  using namespace sgemm_detail;
+  if (M <= 0 || N <= 0) return;
+  const Problem p{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias};
+  if (K <= 0) return scale_only(p);
+  const Kernels& kr = select_kernels();
+  const int64_t mt_max = ceil_div(M, kr.mr), nt_max = ceil_div(N, kr.nr);
+
+  // Split C into tm x tn rectangles, one per thread. Each task packs the A rows and B columns it
+  // needs, so a split over N re-packs A and a split over M re-packs B: pick the cheaper one.
+  int threads = num_threads();
+  if (2.0 * double(M) * double(N) * double(K) < 4e6) threads = 1;  // not worth waking workers
+  int64_t tm = 1, tn = 1;
+  for (int64_t total = threads; total > 1 && tm * tn == 1; total--) {
+    double best = -1;
+    for (int64_t a = 1; a <= total; a++) {
+      const int64_t b = total / a;
+      if (total % a || a > mt_max || b > nt_max) continue;
+      const double cost = double(b) * double(M) + double(a) * double(N);
+      if (best < 0 || cost < best) best = cost, tm = a, tn = b;
+    }
+  }
+  const int64_t tasks = tm * tn;
+  auto task = [&](int64_t t) {
+    const int64_t ti = t / tn, tj = t % tn;
+    const int64_t m0 = std::min(M, mt_max * ti / tm * kr.mr), m1 = std::min(M, mt_max * (ti + 1) / tm * kr.mr);
+    const int64_t n0 = std::min(N, nt_max * tj / tn * kr.nr), n1 = std::min(N, nt_max * (tj + 1) / tn * kr.nr);
+    if (m0 < m1 && n0 < n1) run_tile(kr, p, m0, m1, n0, n1);
+  };
+  if (tasks == 1) return task(0);
+  parallel_for(tasks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) task(t);
+  });
+}
+
+}  // namespace tsclip

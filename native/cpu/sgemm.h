@@ -1,0 +1,48 @@
+// Single-precision GEMM on row-major matrices: cache-blocked with packed panels and a SIMD
+// micro-kernel picked at run time (AVX-512, AVX2+FMA, or portable C++).
+#pragma once
+#include <cstdint>
+
+namespace tsclip {
+
+// C[i,j] = alpha * sum_k op(A)[i,k] * op(B)[k,j] + beta * C[i,j] + bias[j]   (i < M, j < N)
+// op(A)[i,k] = transA ? A[k*lda + i] : A[i*lda + k]
+// op(B)[k,j] = transB ? B[j*ldb + k] : B[k*ldb + j]
+// beta == 0 never reads C (it may hold garbage); bias may be null. Runs on the thread pool, or
+// inline on the calling thread when called from inside a parallel region.
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+           const float* bias);
+
+// The micro-kernel family sgemm uses on this machine: "avx512", "avx2" or "generic".
+const char* sgemm_path();
+
+namespace sgemm_detail {
+
+// What a SIMD variant supplies; sgemm.cpp does the blocking, threading and edges.
+// Packed A: panels of MR rows, panel p holds rows [p*MR, p*MR+MR) as [kc][MR] (rows past the
+// edge are never read). Packed B: slivers of NR columns, each [kc][NR], zero past the edge.
+constexpr int kMaxMR = 16;
+
+// c[i*ldc + j] = alpha * sum_k a[k*MR + i] * b[k*NR + j] + beta * c[i*ldc + j] + bias[j]
+// for i < m (the table index), j < n <= NR; beta == 0 does not read c, bias may be null.
+using MicroFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int n,
+                         float alpha, float beta, const float* bias);
+// Packs `count` rows of op(A) (pack_a) or columns of op(B) (pack_b) times kc, starting at src
+// (already offset to the block's first element), into dst in the layouts above.
+using PackFn = void (*)(bool trans, const float* src, int64_t ld, int64_t count, int64_t kc,
+                        float* dst);
+
+struct Kernels {
+  const char* name;
+  int mr, nr;              // micro-tile
+  int64_t mc, kc, nc;      // cache blocks: A block mc x kc, B block kc x nc (multiples of mr, nr)
+  MicroFn micro[kMaxMR + 1];  // micro[m] computes an m-row tile, 1 <= m <= mr
+  PackFn pack_a, pack_b;
+};
+
+const Kernels& avx512_kernels();  // sgemm_avx512.cpp
+const Kernels& avx2_kernels();    // sgemm_avx2.cpp
+
+}  // namespace sgemm_detail
+}  // namespace tsclip

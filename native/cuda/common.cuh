@@ -1,0 +1,182 @@
+// What every CUDA kernel file shares: error checks that throw tsclip::Error, the one stream ops run
+// on, launch sizing, bf16 <-> float helpers, a grid-stride loop, and strided indexing of TensorRefs
+// packed into small by-value structs for kernels.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "../tensor.h"
+
+namespace tsclip::cuda {
+
+// Throws tsclip::Error("CUDA error <name> (<message>) in <expr> at <file>:<line>").
+[[noreturn]] void raise_error(cudaError_t err, const char* expr, const char* file, int line);
+
+// The stream every op is launched on (device 0 for now). Creating it selects the device on the
+// calling thread; the first call fails with the reason when no device can be used.
+cudaStream_t stream();
+int sm_count();  // multiprocessors of the current device, for sizing grid-stride launches
+
+// A device int64 used by kernels to report bad input (e.g. an out-of-range index), and a pinned
+// host word to read it back. reset_flag() enqueues the reset; read_flag() synchronizes the stream.
+int64_t* flag_device();
+void reset_flag(int64_t value);
+int64_t read_flag();
+
+}  // namespace tsclip::cuda
+
+#define CUDA_CHECK(expr)                                                                 \
+  do {                                                                                   \
+    cudaError_t cuda_check_err_ = (expr);                                                \
+    if (cuda_check_err_ != cudaSuccess)                                                  \
+      ::tsclip::cuda::raise_error(cuda_check_err_, #expr, __FILE__, __LINE__);           \
+  } while (0)
+
+// After every launch: catches bad configurations at once (asynchronous faults surface at the next
+// synchronizing call).
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace tsclip::cuda {
+
+constexpr int kBlock = 256;
+
+// Blocks for a grid-stride loop over n items: enough to fill the device several times over, never
+// more than the items need.
+inline unsigned grid_for(int64_t n, int block = kBlock) {
+  int64_t want = (n + block - 1) / block;
+  int64_t cap = int64_t(sm_count()) * 16;
+  if (want > cap) want = cap;
+  if (want < 1) want = 1;
+  return unsigned(want);
+}
+
+// Rows handled one per block need gridDim.x <= 2^31-1; kernels loop when rows exceed it.
+inline unsigned grid_rows(int64_t rows) {
+  const int64_t cap = 65535LL * 32;
+  return unsigned(rows < 1 ? 1 : (rows > cap ? cap : rows));
+}
+
+// Grid-stride loop over [0, n): `for_each_index(n, i) { ... }`.
+#define CUDA_GRID_LOOP(i, n)                                                                    \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, i##_step_ = int64_t(gridDim.x) * blockDim.x; \
+       i < (n); i += i##_step_)
+
+// --- element types: kernels load every float type as float and store back with rounding ---
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <class T> __device__ __forceinline__ float load_f(const T* p, int64_t i) { return to_float(p[i]); }
+template <class T> __device__ __forceinline__ void store_f(T* p, int64_t i, float v) { p[i] = from_float<T>(v); }
+
+// Loads and stores of f32 or bf16 chosen by a flag: the branch is uniform over the grid, and it
+// keeps the number of kernel instantiations small in memory-bound kernels.
+__device__ __forceinline__ float ldf(const void* p, bool bf, int64_t i) {
+  return bf ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+__device__ __forceinline__ void stf(void* p, bool bf, int64_t i, float v) {
+  if (bf) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+  else static_cast<float*>(p)[i] = v;
+}
+inline bool is_bf16(const TensorRef& t) { return t.dtype == DType::BF16; }
+
+// Throws unless t is float32 or bfloat16.
+inline void require_float(const OpArgs& a, const TensorRef& t, const char* what) {
+  a.require(t.dtype == DType::F32 || t.dtype == DType::BF16,
+            std::string(what) + " must be float32 or bfloat16, got " + t.describe());
+}
+
+// Calls fn(T{}) with T = float or __nv_bfloat16 matching `t`; throws for other dtypes.
+template <class Fn>
+void dispatch_float(const OpArgs& a, DType t, const char* what, Fn&& fn) {
+  if (t == DType::F32) return fn(float{});
+  if (t == DType::BF16) return fn(__nv_bfloat16{});
+  a.fail(std::string(what) + " must be float32 or bfloat16, got " + dtype_name(t));
+}
+
+// --- strided indexing ---
+// Up to N operands walked over one shape; dims are coalesced on the host so that most views need
+// one or two divisions per element.
+template <int N>
+struct StridedN {
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t strides[N][kMaxDims] = {};
+
+  // Offsets of linear index i (row-major over shape) for every operand.
+  __device__ __forceinline__ void offsets(int64_t i, int64_t (&off)[N]) const {
+#pragma unroll
+    for (int k = 0; k < N; k++) off[k] = 0;
+    for (int d = ndim - 1; d >= 0; d--) {
+      int64_t q = i / shape[d];
+      int64_t r = i - q * shape[d];
+#pragma unroll
+      for (int k = 0; k < N; k++) off[k] += r * strides[k][d];
+      i = q;
+    }
+  }
+};
+
+// Builds the walk over `shape` (taken from the first operand) for operands with the same rank;
+// drops size-1 dims and merges neighbours that are contiguous in every operand.
+template <int N>
+StridedN<N> make_strided(const TensorRef* const (&ts)[N], const TensorRef& shape_of) {
+  StridedN<N> s;
+  int nd = 0;
+  for (int d = 0; d < shape_of.ndim; d++) {
+    if (shape_of.shape[d] == 1) continue;
+    bool merge = nd > 0;
+    for (int k = 0; k < N && merge; k++)
+      merge = s.strides[k][nd - 1] == ts[k]->strides[d] * shape_of.shape[d];
+    if (merge) {
+      s.shape[nd - 1] *= shape_of.shape[d];
+      for (int k = 0; k < N; k++) s.strides[k][nd - 1] = ts[k]->strides[d];
+    } else {
+      s.shape[nd] = shape_of.shape[d];
+      for (int k = 0; k < N; k++) s.strides[k][nd] = ts[k]->strides[d];
+      nd++;
+    }
+  }
+  s.ndim = nd;  // 0 dims: a single element at offset 0
+  return s;
+}
+
+// --- warp and block reductions (block size a multiple of 32, at most 1024) ---
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block, returned to every thread. `scratch` holds 32 floats; safe to call repeatedly.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+}  // namespace tsclip::cuda

@@ -1,0 +1,119 @@
+// CPU gemm op: c[b] = (accumulate ? c[b] : 0) + alpha * a[b] @ b[b] + bias, on strided views.
+// Decodes each operand's strides into (transposed, leading dimension) for sgemm, folds a batch
+// that shares one weight into a single taller product, and runs small batched products in
+// parallel over the batch.
+#include <string>
+#include <vector>
+
+#include "../cpu/sgemm.h"
+#include "../cpu/threadpool.h"
+#include "../tensor.h"
+
+namespace tsclip {
+namespace {
+
+struct Operand {
+  const float* data;
+  int64_t batch_stride;  // 0: the same matrix for every batch entry
+  int64_t rows, cols;
+  bool trans;  // false: element (r, c) at r*ld + c; true: at c*ld + r
+  int64_t ld;
+};
+
+std::string strides_of(const TensorRef& t) {
+  std::string s = "[";
+  for (int i = 0; i < t.ndim; i++) s += (i ? "," : "") + std::to_string(t.strides[i]);
+  return s + "]";
+}
+
+// A matrix view is usable when one of its last two strides is 1 (a dimension of size 1 may
+// have any stride). Row-major: element (r, c) at r*ld + c; transposed: at c*ld + r.
+Operand decode(const OpArgs& args, const TensorRef& t, const char* name, int64_t batch) {
+  args.require(t.dtype == DType::F32, std::string(name) + " must be float32, got " + t.describe());
+  args.require(t.ndim == 2 || t.ndim == 3,
+               std::string(name) + " must be [batch,rows,cols] or [rows,cols], got " + t.describe());
+  Operand o{t.ptr<const float>(), 0, t.size(-2), t.size(-1), false, 0};
+  if (t.ndim == 3) {
+    args.require(t.shape[0] == batch || t.shape[0] == 1,
+                 std::string(name) + " has batch " + std::to_string(t.shape[0]) + ", expected " +
+                     std::to_string(batch) + " (or 1)");
+    o.batch_stride = t.shape[0] == 1 ? 0 : t.strides[0];
+  }
+  const int64_t sr = t.stride(-2), sc = t.stride(-1);
+  if (sc == 1 || o.cols == 1) {
+    o.trans = false;
+    o.ld = o.rows == 1 ? o.cols : sr;
+  } else if (sr == 1 || o.rows == 1) {
+    o.trans = true;
+    o.ld = o.cols == 1 ? o.rows : sc;
+  } else {
+    args.fail(std::string(name) + " " + t.describe() + " has strides " + strides_of(t) +
+              ": one of the last two strides must be 1");
+  }
+  return o;
+}
+
+}  // namespace
+
+void cpu_gemm(const OpArgs& args) {
+  const TensorRef& ta = args.input(0);
+  const TensorRef& tb = args.input(1);
+  const TensorRef* tbias = args.in.size() > 2 && args.in[2].defined() ? &args.in[2] : nullptr;
+  const TensorRef& tc = args.output(0);
+  const bool accumulate = args.i(0) != 0;
+  const float alpha = float(args.f(0));
+
+  args.require(tc.dtype == DType::F32, "c must be float32, got " + tc.describe());
+  args.require(tc.ndim == 2 || tc.ndim == 3, "c must be [batch,M,N] or [M,N], got " + tc.describe());
+  args.require(tc.contiguous(), "c " + tc.describe() + " must be contiguous, has strides " + strides_of(tc));
+  const int64_t batch = tc.ndim == 3 ? tc.shape[0] : 1;
+  const int64_t M = tc.size(-2), N = tc.size(-1);
+  const Operand a = decode(args, ta, "a", batch), b = decode(args, tb, "b", batch);
+  args.require(tc.ndim == 3 || (ta.ndim == 2 && tb.ndim == 2),
+               "c " + tc.describe() + " has no batch dimension but a is " + ta.describe() +
+                   " and b is " + tb.describe());
+  args.require(a.cols == b.rows, "inner sizes differ: a " + ta.describe() + " @ b " + tb.describe());
+  args.require(a.rows == M && b.cols == N, "c is " + tc.describe() + ", expected [" +
+                                               std::to_string(a.rows) + "," + std::to_string(b.cols) +
+                                               "] from a " + ta.describe() + " @ b " + tb.describe());
+  const int64_t K = a.cols;
+
+  const float* bias = nullptr;
+  std::vector<float> bias_copy;
+  if (tbias) {
+    args.require(tbias->dtype == DType::F32 && tbias->ndim == 1 && tbias->shape[0] == N,
+                 "bias must be float32[" + std::to_string(N) + "], got " + tbias->describe());
+    bias = tbias->ptr<const float>();
+    if (N > 1 && tbias->strides[0] != 1) {  // the micro-kernels read the bias as a vector
+      bias_copy.resize(size_t(N));
+      for (int64_t j = 0; j < N; j++) bias_copy[size_t(j)] = bias[j * tbias->strides[0]];
+      bias = bias_copy.data();
+    }
+  }
+  if (batch == 0 || M == 0 || N == 0) return;
+
+  float* c = tc.ptr<float>();
+  const float beta = accumulate ? 1.0f : 0.0f;
+  // One weight for every batch entry and a's rows evenly spaced across entries: a single
+  // [batch*M, K] @ [K, N] product packs the weight once instead of once per entry.
+  if (batch > 1 && b.batch_stride == 0 && !a.trans && (M == 1 || a.batch_stride == M * a.ld)) {
+    const int64_t lda = M == 1 ? a.batch_stride : a.ld;
+    sgemm(false, b.trans, batch * M, N, K, alpha, a.data, lda, b.data, b.ld, beta, c, N, bias);
+    return;
+  }
+  auto one = [&](int64_t i) {
+    sgemm(a.trans, b.trans, M, N, K, alpha, a.data + i * a.batch_stride, a.ld,
+          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias);
+  };
+  // Many small products: one per thread beats splitting each one (sgemm then runs inline).
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  if (batch > 1 && num_threads() > 1 && (batch >= 4 * num_threads() || flops < 8e6)) {
+    parallel_for(batch, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; i++) one(i);
+    });
+    return;
+  }
+  for (int64_t i = 0; i < batch; i++) one(i);
+}
+
+}  // namespace tsclip
