@@ -3,3 +3,13 @@ export { Tensor, tidy, keep, untracked, availableDevices, numel, type DType, typ
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export * as ops from './ops/index.js';
 export { info, setNumThreads, memoryStats, synchronize } from './runtime.js';
+export {
+  loadTokenizer, ClipTokenizer, loadVocabulary, trainBPE, writeMerges, cleanText,
+  type TokenizeOptions, type TokenizeTensorOptions, type TrainOptions, type Vocabulary, type MergesOptions,
+} from './tokenizer/index.js';
+export * from './io/index.js';
+export { CLIP, createCLIP, resolveDevice, type CLIPOutput, type CreateOptions } from './models/clip.js';
+export { loadCLIP, saveCLIP, loadStateDict, type LoadOptions } from './models/load.js';
+export { CONFIGS, resolveConfig, CLIP_MEAN, CLIP_STD, type CLIPConfig, type VitConfig, type ResNetConfig, type ActivationName } from './models/config.js';
+export { Module, ModuleList } from './nn/module.js';
+export { Random } from './nn/random.js';

@@ -2,6 +2,8 @@
 // The tsclip command line. User errors print one clear line (no stack trace) and exit 2.
 import { UsageError } from './args.js';
 import { infoCommand } from './info.js';
+import { tokenizerCommand } from './tokenizer.js';
+import { convertCommand } from './convert.js';
 
 interface Command {
   summary: string;
@@ -10,6 +12,8 @@ interface Command {
 
 const commands: Record<string, Command> = {
   info: { summary: 'version, backends, CUDA devices, CPU features, threads', run: (argv) => infoCommand(argv.includes('--json')) },
+  convert: { summary: 'convert a checkpoint between .pt, safetensors and HF formats', run: convertCommand },
+  tokenizer: { summary: 'train a byte-level BPE vocabulary (tokenizer train --help)', run: tokenizerCommand },
 };
 
 export function registerCommand(name: string, cmd: Command): void {

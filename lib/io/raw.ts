@@ -219,8 +219,8 @@ const u32 = new Uint32Array(f32.buffer);
 /** Converts between float dtypes (F32, F16, BF16); the same dtype returns the input unchanged. */
 export function castFloat(raw: RawTensor, dtype: 'F32' | 'F16' | 'BF16'): RawTensor {
   if (raw.dtype === dtype) return raw;
-  const v = toFloat32(raw);
-  if (dtype === 'F32') return fromFloat32(raw.dtype === 'F32' ? v.slice() : v, raw.shape);
+  const v = toFloat32(raw); // a fresh array here, since raw is not F32
+  if (dtype === 'F32') return fromFloat32(v, raw.shape);
   const out = new Uint16Array(v.length);
   const conv = dtype === 'F16' ? floatToHalfBits : floatToBf16Bits;
   for (let i = 0; i < v.length; i++) out[i] = conv(v[i]);

@@ -62,7 +62,7 @@ export function addon(): NativeAddon {
   if (!existsSync(path)) {
     throw new Error(`tsclip: the native addon is not built (${path} is missing); run \`npm install\` or \`npm run build:native\``);
   }
-  const req = createRequire(join(packageRoot(), 'package.json'));
+  const req = createRequire(path);
   const a = req(path) as NativeAddon;
   const names = a.opNames();
   if (names.join() !== OP_NAMES.join()) {

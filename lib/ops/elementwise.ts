@@ -149,7 +149,7 @@ function unary(kind: UnaryKindName, x: Tensor): Tensor {
   const sx = src === x ? save(x) : keep(src);
   return record(out, kind, [x], (g) => {
     const gc = g.isContiguous ? g : copyRaw(g);
-    const dx = Tensor.empty(x.shape, { device: x.device });
+    const dx = Tensor.empty(x.shape, { device: g.device });
     runRaw('unary_backward', [sx, gc], [dx], [UnaryKind[kind]]);
     if (gc !== g) gc.dispose();
     return [dx];

@@ -1,11 +1,11 @@
 // Byte-level BPE on token ids: a word's UTF-8 bytes start as byte tokens (the last one with the
 // '</w>' end-of-word mark); then, as the reference does, the adjacent pair with the lowest merge
 // rank is merged everywhere in the word (left to right), until no adjacent pair has a rank.
-import { BYTE_TO_CHAR } from "./bytes.js";
+import { BYTE_TO_CHAR } from './bytes.js';
 
-export const END_OF_WORD = "</w>";
-export const SOT_TEXT = "<|startoftext|>";
-export const EOT_TEXT = "<|endoftext|>";
+export const END_OF_WORD = '</w>';
+export const SOT_TEXT = '<|startoftext|>';
+export const EOT_TEXT = '<|endoftext|>';
 
 /** A vocabulary as read from disk: id -> token text, and the merges in rank order. */
 export interface Vocabulary {

@@ -49,7 +49,7 @@ export function utf8Bytes(text: string): Uint8Array {
 
 /** The byte-character spelling of a string's UTF-8 bytes (the form merges files use). */
 export function toByteChars(text: string): string {
-  let out = "";
+  let out = '';
   for (const b of utf8.encode(text)) out += BYTE_TO_CHAR[b];
   return out;
 }
@@ -61,7 +61,7 @@ export function fromByteChars(text: string, where: string): number[] {
     const c = text.charCodeAt(i);
     const b = c < CHAR_TO_BYTE.length ? CHAR_TO_BYTE[c] : -1;
     if (b < 0) {
-      throw new Error(`${where}: character U+${c.toString(16).toUpperCase().padStart(4, "0")} in "${text}" is not a byte character`);
+      throw new Error(`${where}: character U+${c.toString(16).toUpperCase().padStart(4, '0')} in "${text}" is not a byte character`);
     }
     bytes.push(b);
   }

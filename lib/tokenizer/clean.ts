@@ -18,18 +18,18 @@
 //     U+FFF9-U+FFFC removed;
 //   - Unicode NFC.
 // ftfy's 1,000,000-character segment limit is not reproduced (it only matters for longer lines).
-import { CP1252_C1, ftfyUnescapeHtml, pythonHtmlUnescape } from "./html.js";
+import { CP1252_C1, ftfyUnescapeHtml, pythonHtmlUnescape } from './html.js';
 
 /** Characters Python's `regex` module treats as \s (the Unicode White_Space set). */
-export const PY_WHITESPACE = "\\t\\n\\v\\f\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+export const PY_WHITESPACE = '\\t\\n\\v\\f\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 
 const LIGATURES: Record<string, string> = {
-  "\u0132": "IJ", "\u0133": "ij", "\u0149": "\u02bcn",
-  "\u01f1": "DZ", "\u01f2": "Dz", "\u01f3": "dz",
-  "\u01c4": "D\u017d", "\u01c5": "D\u017e", "\u01c6": "d\u017e",
-  "\u01c7": "LJ", "\u01c8": "Lj", "\u01c9": "lj",
-  "\u01ca": "NJ", "\u01cb": "Nj", "\u01cc": "nj",
-  "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "\u017ft", "\ufb06": "st",
+  '\u0132': 'IJ', '\u0133': 'ij', '\u0149': '\u02bcn',
+  '\u01f1': 'DZ', '\u01f2': 'Dz', '\u01f3': 'dz',
+  '\u01c4': 'D\u017d', '\u01c5': 'D\u017e', '\u01c6': 'd\u017e',
+  '\u01c7': 'LJ', '\u01c8': 'Lj', '\u01c9': 'lj',
+  '\u01ca': 'NJ', '\u01cb': 'Nj', '\u01cc': 'nj',
+  '\ufb00': 'ff', '\ufb01': 'fi', '\ufb02': 'fl', '\ufb03': 'ffi', '\ufb04': 'ffl', '\ufb05': '\u017ft', '\ufb06': 'st',
 };
 const LIGATURE_RE = /[\u0132\u0133\u0149\u01c4-\u01cc\u01f1-\u01f3\ufb00-\ufb06]/g;
 
@@ -37,10 +37,10 @@ const LIGATURE_RE = /[\u0132\u0133\u0149\u01c4-\u01cc\u01f1-\u01f3\ufb00-\ufb06]
 let widthMap: Map<string, string> | undefined;
 function widthForm(ch: string): string {
   if (!widthMap) {
-    widthMap = new Map([["\u3000", " "]]);
+    widthMap = new Map([['\u3000', ' ']]);
     for (let c = 0xff01; c < 0xfff0; c++) {
       const s = String.fromCharCode(c);
-      const alt = s.normalize("NFKC");
+      const alt = s.normalize('NFKC');
       if (alt !== s) widthMap.set(s, alt);
     }
   }
@@ -56,6 +56,12 @@ const LONE_SURROGATE_RE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff
 const ANSI_RE = /\x1b\[(?:\p{Nd}|;)*[a-zA-Z]/gu;
 const CONTROL_RE = /[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]/g;
 
+// Characters that some step of fixText or html.unescape would change, NFC aside. None of them can
+// come out of NFC (none has a canonical decomposition, none is the target of one), so text without
+// them cleans to its NFC form. With the 'u' flag the surrogate range matches lone surrogates only.
+const NEEDS_FIXING_RE =
+  /[&\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u0132\u0133\u0149\u01c4-\u01cc\u01f1-\u01f3\u02bc\u2018-\u201f\u2028\u2029\u206a-\u206f\u3000\ud800-\udfff\ufb00-\ufb06\ufeff\uff01-\uffef\ufff9-\ufffc]/u;
+
 function fixSegment(segment: string, unescape: boolean): string {
   let text = segment;
   for (;;) {
@@ -65,51 +71,51 @@ function fixSegment(segment: string, unescape: boolean): string {
     text = text.replace(LIGATURE_RE, (c) => LIGATURES[c]);
     text = text.replace(WIDTH_RE, widthForm);
     text = text.replace(DOUBLE_QUOTE_RE, '"').replace(SINGLE_QUOTE_RE, "'");
-    text = text.replace(LINE_BREAK_RE, "\n");
-    text = text.replace(LONE_SURROGATE_RE, "\ufffd");
-    text = text.replace(ANSI_RE, "");
-    text = text.replace(CONTROL_RE, "");
-    text = text.normalize("NFC");
-    if (text === before) return text;
+    text = text.replace(LINE_BREAK_RE, '\n');
+    text = text.replace(LONE_SURROGATE_RE, '\ufffd');
+    text = text.replace(ANSI_RE, '');
+    text = text.replace(CONTROL_RE, '');
+    text = text.normalize('NFC');
+    // A further round could only normalize again, which changes nothing.
+    if (text === before || !NEEDS_FIXING_RE.test(text)) return text;
   }
 }
 
 /** ftfy.fix_text with default settings, less mojibake repair (see the top of this file). */
 export function fixText(text: string): string {
   let unescape = true;
-  let out = "";
+  let out = '';
   for (let pos = 0; pos < text.length; ) {
-    const nl = text.indexOf("\n", pos);
+    const nl = text.indexOf('\n', pos);
     const end = nl < 0 ? text.length : nl + 1;
     const segment = text.slice(pos, end);
     // Once a line contains '<' the text may be HTML, so entities stay as they are from then on.
-    if (unescape && segment.includes("<")) unescape = false;
+    if (unescape && segment.includes('<')) unescape = false;
     out += fixSegment(segment, unescape);
     pos = end;
   }
   return out;
 }
 
-const WS_RUN_RE = new RegExp(`[${PY_WHITESPACE}]+`, "g");
-const WS_EDGES_RE = new RegExp(`^[${PY_WHITESPACE}]+|[${PY_WHITESPACE}]+$`, "g");
+const WS_RUN_RE = new RegExp(`[${PY_WHITESPACE}]+`, 'g');
+const WS_EDGES_RE = new RegExp(`^[${PY_WHITESPACE}]+|[${PY_WHITESPACE}]+$`, 'g');
 
 /** whitespace_clean: runs of whitespace to one space, then stripped. */
 export function collapseWhitespace(text: string): string {
-  return text.replace(WS_RUN_RE, " ").replace(WS_EDGES_RE, "");
+  return text.replace(WS_RUN_RE, ' ').replace(WS_EDGES_RE, '');
 }
 
-// Plain printable ASCII without '&': every ftfy step and html.unescape leave it unchanged.
-const PLAIN_ASCII_RE = /^[\t\n\r\x20-\x25\x27-\x7e]*$/;
+function fixAndUnescape(text: string): string {
+  if (!NEEDS_FIXING_RE.test(text)) return text.normalize('NFC');
+  return pythonHtmlUnescape(pythonHtmlUnescape(fixText(text)));
+}
 
 /** The complete cleaning: what the tokenizer splits into words. */
 export function cleanText(text: string): string {
-  if (PLAIN_ASCII_RE.test(text)) return collapseWhitespace(text).toLowerCase();
-  const unescaped = pythonHtmlUnescape(pythonHtmlUnescape(fixText(text)));
-  return collapseWhitespace(unescaped).toLowerCase();
+  return collapseWhitespace(fixAndUnescape(text)).toLowerCase();
 }
 
 /** Cleaning for splitting only: whitespace is not collapsed, since the word pattern skips it. */
 export function cleanForSplit(text: string): string {
-  if (PLAIN_ASCII_RE.test(text)) return text.toLowerCase();
-  return pythonHtmlUnescape(pythonHtmlUnescape(fixText(text))).toLowerCase();
+  return fixAndUnescape(text).toLowerCase();
 }

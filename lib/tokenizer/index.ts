@@ -1,11 +1,11 @@
 // Text in: CLIP's exact tokenizer, the loaders for its vocabulary formats, and a BPE trainer.
-import { loadVocabulary, type MergesOptions } from "./load.js";
-import { ClipTokenizer } from "./tokenizer.js";
+import { loadVocabulary, type MergesOptions } from './load.js';
+import { ClipTokenizer } from './tokenizer.js';
 
-export { ClipTokenizer, type TokenizeOptions, type TokenizeTensorOptions } from "./tokenizer.js";
-export { BytePairEncoder, type Vocabulary } from "./bpe.js";
-export { cleanText, fixText } from "./clean.js";
-export { splitWords } from "./words.js";
+export { ClipTokenizer, type TokenizeOptions, type TokenizeTensorOptions } from './tokenizer.js';
+export { BytePairEncoder, type Vocabulary } from './bpe.js';
+export { cleanText, fixText } from './clean.js';
+export { splitWords } from './words.js';
 export {
   loadVocabulary,
   parseClipMerges,
@@ -13,8 +13,8 @@ export {
   parseHfVocabMerges,
   CLIP_MERGES,
   type MergesOptions,
-} from "./load.js";
-export { trainBPE, writeMerges, trainTokenizerCommand, type TrainOptions } from "./train.js";
+} from './load.js';
+export { trainBPE, writeMerges, trainTokenizerCommand, type TrainOptions } from './train.js';
 
 /**
  * Loads a tokenizer from CLIP's merges file (.txt.gz or .txt), a Hugging Face tokenizer.json or

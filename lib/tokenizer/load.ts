@@ -1,15 +1,15 @@
 // Reading vocabularies: CLIP's merges file (bpe_simple_vocab_16e6.txt[.gz], and files written by
 // writeMerges), Hugging Face vocab.json + merges.txt, and Hugging Face tokenizer.json.
-import { existsSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { gunzipSync } from "node:zlib";
-import { BYTE_ORDER, BYTE_TO_CHAR } from "./bytes.js";
-import { END_OF_WORD, EOT_TEXT, SOT_TEXT, type Vocabulary } from "./bpe.js";
+import { existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { BYTE_ORDER, BYTE_TO_CHAR } from './bytes.js';
+import { END_OF_WORD, EOT_TEXT, SOT_TEXT, type Vocabulary } from './bpe.js';
 
 /** Merges CLIP uses from its file: 49152 - 256 - 2 (the file holds more). */
 export const CLIP_MERGES = 49152 - 256 - 2;
-export const CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz";
+export const CLIP_BPE_FILE = 'bpe_simple_vocab_16e6.txt.gz';
 
 export interface MergesOptions {
   /** How many merges to use; default: the count the header names, else min(CLIP_MERGES, all). */
@@ -28,7 +28,7 @@ export async function readMaybeGzip(path: string): Promise<string> {
       throw new Error(`${path}: not a valid gzip file (${(e as Error).message})`);
     }
   }
-  return bytes.toString("utf8");
+  return bytes.toString('utf8');
 }
 
 function parseMergeLine(line: string, where: string): [string, string] {
@@ -41,14 +41,14 @@ function parseMergeLine(line: string, where: string): [string, string] {
 
 /** The CLIP merges format: header line, then one merge per line; vocab built from the merges. */
 export function parseClipMerges(text: string, source: string, opts: MergesOptions = {}): Vocabulary {
-  const lines = text.split("\n");
-  const header = lines[0] ?? "";
+  const lines = text.split('\n');
+  const header = lines[0] ?? '';
   let end = lines.length;
-  while (end > 1 && lines[end - 1].trim() === "") end--;
+  while (end > 1 && lines[end - 1].trim() === '') end--;
   const available = end - 1;
-  // Files written by writeMerges name their vocabulary size in the header.
+  // Files written by writeMerges name their vocabulary size (512 byte tokens + merges + 2) in the header.
   const named = /vocab_size=(\d+)/.exec(header);
-  let numMerges = opts.numMerges ?? (named ? Number(named[1]) - 514 : Math.min(CLIP_MERGES, available));
+  const numMerges = opts.numMerges ?? (named ? Number(named[1]) - 514 : Math.min(CLIP_MERGES, available));
   if (!Number.isInteger(numMerges) || numMerges < 0) {
     throw new Error(`${source}: invalid number of merges ${numMerges}`);
   }
@@ -64,13 +64,21 @@ export function parseClipMerges(text: string, source: string, opts: MergesOption
   return { tokens, merges, source };
 }
 
+function parseJson(text: string, source: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${source}: invalid JSON (${(e as Error).message})`);
+  }
+}
+
 function vocabFromObject(obj: unknown, source: string): Array<string | undefined> {
-  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
     throw new Error(`${source}: vocabulary must be an object of token -> id`);
   }
   const tokens: Array<string | undefined> = [];
   for (const [token, id] of Object.entries(obj as Record<string, unknown>)) {
-    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
       throw new Error(`${source}: token "${token}" has id ${JSON.stringify(id)}, expected an integer >= 0`);
     }
     if (tokens[id] !== undefined) throw new Error(`${source}: id ${id} used by "${tokens[id]}" and "${token}"`);
@@ -80,25 +88,25 @@ function vocabFromObject(obj: unknown, source: string): Array<string | undefined
 }
 
 /** Hugging Face vocab.json text + merges.txt text. */
-export function parseHfVocabMerges(vocabJson: string, mergesTxt: string, source: string): Vocabulary {
-  const tokens = vocabFromObject(JSON.parse(vocabJson), `${source} vocab.json`);
+export function parseHfVocabMerges(vocabJson: string, mergesTxt: string, source: string, mergesSource = source): Vocabulary {
+  const tokens = vocabFromObject(parseJson(vocabJson, source), source);
   const merges: Array<[string, string]> = [];
-  mergesTxt.split("\n").forEach((line, i) => {
-    if (line.trim() === "" || (i === 0 && line.startsWith("#version"))) return;
-    merges.push(parseMergeLine(line, `${source} merges.txt:${i + 1}`));
+  mergesTxt.split('\n').forEach((line, i) => {
+    if (line.trim() === '' || (i === 0 && line.startsWith('#version'))) return;
+    merges.push(parseMergeLine(line, `${mergesSource}:${i + 1}`));
   });
   return { tokens, merges, source };
 }
 
-/** Hugging Face tokenizer.json (model.type BPE, '</w>' end-of-word suffix). */
-export function parseHfTokenizerJson(json: string, source: string): Vocabulary {
-  const doc = JSON.parse(json) as {
+/** Hugging Face tokenizer.json, as text or parsed (model.type BPE, '</w>' end-of-word suffix). */
+export function parseHfTokenizerJson(json: string | object, source: string): Vocabulary {
+  const doc = (typeof json === 'string' ? parseJson(json, source) : json) as {
     model?: { type?: string; vocab?: unknown; merges?: unknown; end_of_word_suffix?: string | null };
     added_tokens?: Array<{ id: number; content: string }>;
   };
   const model = doc.model;
-  if (!model || typeof model !== "object") throw new Error(`${source}: no "model" section`);
-  if (model.type !== undefined && model.type !== "BPE") {
+  if (!model || typeof model !== 'object') throw new Error(`${source}: no "model" section`);
+  if (model.type !== undefined && model.type !== 'BPE') {
     throw new Error(`${source}: model.type is "${model.type}", expected "BPE"`);
   }
   if (model.end_of_word_suffix != null && model.end_of_word_suffix !== END_OF_WORD) {
@@ -111,8 +119,8 @@ export function parseHfTokenizerJson(json: string, source: string): Vocabulary {
   if (!Array.isArray(model.merges)) throw new Error(`${source}: model.merges must be an array`);
   const merges = model.merges.map((m: unknown, i: number): [string, string] => {
     const where = `${source} model.merges[${i}]`;
-    if (typeof m === "string") return parseMergeLine(m, where);
-    if (Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string") {
+    if (typeof m === 'string') return parseMergeLine(m, where);
+    if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') {
       return [m[0], m[1]];
     }
     throw new Error(`${where}: expected "first second" or [first, second], found ${JSON.stringify(m)}`);
@@ -125,8 +133,8 @@ export function defaultVocabularyCandidates(): string[] {
   const fromEnv = process.env.TSCLIP_BPE_PATH;
   return [
     ...(fromEnv ? [fromEnv] : []),
-    resolve("data", CLIP_BPE_FILE),
-    resolve("..", "shared", "clip-data", CLIP_BPE_FILE),
+    resolve('data', CLIP_BPE_FILE),
+    resolve('..', 'shared', 'clip-data', CLIP_BPE_FILE),
   ];
 }
 
@@ -140,7 +148,7 @@ export async function loadVocabulary(path?: string, opts: MergesOptions = {}): P
     const found = candidates.find((p) => existsSync(p));
     if (!found) {
       throw new Error(
-        `tokenizer: no vocabulary given and none found at ${candidates.join(", ")}; ` +
+        `tokenizer: no vocabulary given and none found at ${candidates.join(', ')}; ` +
           `pass the path of ${CLIP_BPE_FILE} (or set TSCLIP_BPE_PATH)`,
       );
     }
@@ -154,18 +162,18 @@ export async function loadVocabulary(path?: string, opts: MergesOptions = {}): P
   }
   if (info.isDirectory()) {
     const inDir = (name: string) => join(path as string, name);
-    if (existsSync(inDir("vocab.json")) && existsSync(inDir("merges.txt"))) {
-      return loadHfPair(inDir("vocab.json"), inDir("merges.txt"));
+    if (existsSync(inDir('vocab.json')) && existsSync(inDir('merges.txt'))) {
+      return loadHfPair(inDir('vocab.json'), inDir('merges.txt'));
     }
-    if (existsSync(inDir("tokenizer.json"))) return loadVocabulary(inDir("tokenizer.json"), opts);
+    if (existsSync(inDir('tokenizer.json'))) return loadVocabulary(inDir('tokenizer.json'), opts);
     if (existsSync(inDir(CLIP_BPE_FILE))) return loadVocabulary(inDir(CLIP_BPE_FILE), opts);
     throw new Error(`tokenizer: directory ${path} has no vocab.json + merges.txt, tokenizer.json or ${CLIP_BPE_FILE}`);
   }
-  if (path.endsWith(".json")) {
-    const text = await readFile(path, "utf8");
-    const doc = JSON.parse(text) as Record<string, unknown>;
-    if ("model" in doc) return parseHfTokenizerJson(text, path);
-    const merges = join(path, "..", "merges.txt");
+  if (path.endsWith('.json')) {
+    const text = await readFile(path, 'utf8');
+    const doc = parseJson(text, path);
+    if (typeof doc === 'object' && doc !== null && 'model' in doc) return parseHfTokenizerJson(doc, path);
+    const merges = join(path, '..', 'merges.txt');
     if (!existsSync(merges)) throw new Error(`tokenizer: ${path} looks like vocab.json but ${merges} is missing`);
     return loadHfPair(path, merges);
   }
@@ -173,6 +181,6 @@ export async function loadVocabulary(path?: string, opts: MergesOptions = {}): P
 }
 
 async function loadHfPair(vocabPath: string, mergesPath: string): Promise<Vocabulary> {
-  const [vocab, merges] = await Promise.all([readFile(vocabPath, "utf8"), readFile(mergesPath, "utf8")]);
-  return parseHfVocabMerges(vocab, merges, vocabPath.replace(/vocab\.json$/, ""));
+  const [vocab, merges] = await Promise.all([readFile(vocabPath, 'utf8'), readFile(mergesPath, 'utf8')]);
+  return parseHfVocabMerges(vocab, merges, vocabPath, mergesPath);
 }

@@ -1,9 +1,9 @@
 // CLIP's tokenizer: cleaned text -> words -> byte-level BPE ids, and back.
-import { Tensor, type Device } from "../tensor.js";
-import { BytePairEncoder, END_OF_WORD, EOT_TEXT, SOT_TEXT, type Vocabulary } from "./bpe.js";
-import { CHAR_TO_BYTE, utf8Bytes } from "./bytes.js";
-import { cleanForSplit } from "./clean.js";
-import { splitWords } from "./words.js";
+import { Tensor, type Device } from '../tensor.js';
+import { BytePairEncoder, END_OF_WORD, EOT_TEXT, SOT_TEXT, type Vocabulary } from './bpe.js';
+import { CHAR_TO_BYTE, utf8Bytes } from './bytes.js';
+import { cleanForSplit } from './clean.js';
+import { splitWords } from './words.js';
 
 export interface TokenizeOptions {
   /** Tokens per row, start and end tokens included (CLIP: 77). */
@@ -20,7 +20,7 @@ export interface TokenizeTensorOptions extends TokenizeOptions {
 const CACHE_LIMIT = 1 << 18;
 
 function preview(text: string): string {
-  const oneLine = text.replace(/\s+/g, " ");
+  const oneLine = text.replace(/\s+/g, ' ');
   return oneLine.length > 60 ? `${oneLine.slice(0, 57)}...` : oneLine;
 }
 
@@ -35,7 +35,7 @@ export class ClipTokenizer {
   private readonly bpe: BytePairEncoder;
   private readonly cache = new Map<string, number[]>();
   private tokenBytes: Array<Uint8Array | undefined> | undefined;
-  private readonly utf8 = new TextDecoder("utf-8");
+  private readonly utf8 = new TextDecoder('utf-8');
 
   constructor(vocab: Vocabulary) {
     this.bpe = new BytePairEncoder(vocab);
@@ -60,7 +60,7 @@ export class ClipTokenizer {
 
   /** BPE ids of a text, without start and end tokens. */
   encode(text: string): number[] {
-    if (typeof text !== "string") throw new Error(`tokenizer.encode: expected a string, found ${typeof text}`);
+    if (typeof text !== 'string') throw new Error(`tokenizer.encode: expected a string, found ${typeof text}`);
     const ids: number[] = [];
     for (const word of splitWords(cleanForSplit(text))) {
       let wordIds = this.cache.get(word);
@@ -83,7 +83,12 @@ export class ClipTokenizer {
       const id = ids[i];
       const bytes = Number.isInteger(id) ? table[id] : undefined;
       if (bytes === undefined) {
-        throw new Error(`tokenizer.decode: id ${id} at position ${i} is not in the vocabulary (size ${this.vocabSize})`);
+        const token = Number.isInteger(id) ? this.bpe.vocab.tokens[id] : undefined;
+        throw new Error(
+          token === undefined
+            ? `tokenizer.decode: id ${id} at position ${i} is not in the vocabulary (size ${this.vocabSize})`
+            : `tokenizer.decode: token ${id} "${token}" is not spelled in byte characters`,
+        );
       }
       parts.push(bytes);
       total += bytes.length;
@@ -94,7 +99,7 @@ export class ClipTokenizer {
       all.set(p, off);
       off += p.length;
     }
-    return this.utf8.decode(all).replaceAll(END_OF_WORD, " ");
+    return this.utf8.decode(all).replaceAll(END_OF_WORD, ' ');
   }
 
   // Each token's bytes, spelled by its byte characters (specials are plain ASCII, so they too).
@@ -116,7 +121,7 @@ export class ClipTokenizer {
 
   /** Rows of [SOT, ids..., EOT] padded with 0, as one Int32Array of texts.length * contextLength. */
   tokenizeToArray(texts: string | readonly string[], opts: TokenizeOptions = {}): Int32Array {
-    const list = typeof texts === "string" ? [texts] : texts;
+    const list = typeof texts === 'string' ? [texts] : texts;
     const contextLength = opts.contextLength ?? 77;
     if (!Number.isInteger(contextLength) || contextLength < 2) {
       throw new Error(`tokenize: contextLength must be an integer >= 2, found ${contextLength}`);
@@ -143,7 +148,7 @@ export class ClipTokenizer {
 
   /** tokenizeToArray as an int32 Tensor of shape [texts, contextLength]. */
   tokenize(texts: string | readonly string[], opts: TokenizeTensorOptions = {}): Tensor {
-    const rows = typeof texts === "string" ? 1 : texts.length;
+    const rows = typeof texts === 'string' ? 1 : texts.length;
     const data = this.tokenizeToArray(texts, opts);
     return Tensor.from(data, [rows, opts.contextLength ?? 77], opts.device ? { device: opts.device } : {});
   }

@@ -59,6 +59,7 @@ struct Case {
   bool accumulate, bias;
   float alpha;
   int64_t pad;  // extra floats between stored rows
+  bool two_d = false;  // pass [rows, cols] views (batch 1)
 };
 
 // Returns the largest error relative to its tolerance (> 1 fails).
@@ -77,10 +78,15 @@ double check_case(const Case& cs, std::mt19937& rng) {
 
   OpArgs args;
   args.op = "gemm";
-  args.in.push_back(view(a.data(), {B, M, K}, cs.ta ? std::vector<int64_t>{a_bs, 1, a_ld} : std::vector<int64_t>{a_bs, a_ld, 1}));
-  args.in.push_back(view(b.data(), {B, K, N}, cs.tb ? std::vector<int64_t>{b_bs, 1, b_ld} : std::vector<int64_t>{b_bs, b_ld, 1}));
+  if (cs.two_d) {
+    args.in.push_back(view(a.data(), {M, K}, cs.ta ? std::vector<int64_t>{1, a_ld} : std::vector<int64_t>{a_ld, 1}));
+    args.in.push_back(view(b.data(), {K, N}, cs.tb ? std::vector<int64_t>{1, b_ld} : std::vector<int64_t>{b_ld, 1}));
+  } else {
+    args.in.push_back(view(a.data(), {B, M, K}, cs.ta ? std::vector<int64_t>{a_bs, 1, a_ld} : std::vector<int64_t>{a_bs, a_ld, 1}));
+    args.in.push_back(view(b.data(), {B, K, N}, cs.tb ? std::vector<int64_t>{b_bs, 1, b_ld} : std::vector<int64_t>{b_bs, b_ld, 1}));
+  }
   args.in.push_back(cs.bias ? view(bias.data(), {N}, {1}) : TensorRef{});
-  args.out.push_back(view(c.data(), {B, M, N}, {M * N, N, 1}));
+  args.out.push_back(cs.two_d ? view(c.data(), {M, N}, {N, 1}) : view(c.data(), {B, M, N}, {M * N, N, 1}));
   args.ints = {cs.accumulate ? 1 : 0};
   args.floats = {cs.alpha};
   cpu_gemm(args);
@@ -106,7 +112,8 @@ double check_case(const Case& cs, std::mt19937& rng) {
 
 std::string describe(const Case& c) {
   char s[200];
-  std::snprintf(s, sizeof s, "batch=%lld M=%lld N=%lld K=%lld a%s%s b%s%s acc=%d bias=%d alpha=%g pad=%lld",
+  std::snprintf(s, sizeof s, "%sbatch=%lld M=%lld N=%lld K=%lld a%s%s b%s%s acc=%d bias=%d alpha=%g pad=%lld",
+                c.two_d ? "2-D " : "",
                 (long long)c.batch, (long long)c.M, (long long)c.N, (long long)c.K, c.ta ? "T" : "N",
                 c.a_shared ? "(shared)" : "", c.tb ? "T" : "N", c.b_shared ? "(shared)" : "", c.accumulate,
                 c.bias, c.alpha, (long long)c.pad);
@@ -158,6 +165,13 @@ bool validate() {
     cases.push_back({16, 50, 50, 64, ta, tb, false, false, false, false, 0.125f, 0});
     cases.push_back({9, 7, 40, 33, ta, tb, true, true, true, true, 1.0f, 2});
   }
+  // A weight shared over the batch folds into one taller product (also with one row per entry);
+  // a transposed a cannot fold. Plain matrices without a batch dimension.
+  cases.push_back({5, 1, 33, 40, false, false, false, true, true, true, 1.0f, 0});
+  cases.push_back({4, 17, 20, 30, false, true, false, true, false, true, 1.0f, 2});
+  cases.push_back({3, 17, 20, 30, true, false, false, true, false, true, 1.0f, 0});
+  for (int t = 0; t < 4; t++)
+    cases.push_back({1, 37, 45, 29, bool(t & 1), bool(t & 2), false, false, t == 0, true, 1.0f, 1, true});
   cases.push_back({1, 0, 5, 5, false, false, false, false, false, true, 1.0f, 0});
   cases.push_back({2, 5, 7, 0, false, true, false, false, true, true, 1.0f, 0});
   cases.push_back({2, 4, 6, 0, false, false, false, false, false, true, 1.0f, 0});
@@ -308,32 +322,62 @@ int main(int argc, char** argv) {
   std::vector<float> bias(static_cast<size_t>(maxd)), c(static_cast<size_t>(maxm * maxd));
   fill_random(a, rng), fill_random(w, rng), fill_random(bias, rng);
 
-  // "x @ W" with W stored [K,N] (NN) and "x @ W^T" with W stored [N,K] as in nn.Linear (NT).
-  std::printf("\n%-7s %-5s %5s %5s %5s %10s %8s\n", "threads", "b", "M", "K", "N", "GFLOP/s", "% peak");
+  // y = x @ W + bias with W stored [K,N], and y = x @ W^T + bias with W stored [N,K] (the
+  // nn.Linear layout: b is a transposed view). M = 50 tokens per image, batch 1 and 8.
+  auto gemm_args = [&](int64_t M, int64_t K, int64_t N, bool wt, const float* wp) {
+    OpArgs args;
+    args.op = "gemm";
+    args.in.push_back(view(a.data(), {1, M, K}, {M * K, K, 1}));
+    args.in.push_back(view(const_cast<float*>(wp), {1, K, N},
+                           wt ? std::vector<int64_t>{K * N, 1, K} : std::vector<int64_t>{K * N, N, 1}));
+    args.in.push_back(view(bias.data(), {N}, {1}));
+    args.out.push_back(view(c.data(), {1, M, N}, {M * N, N, 1}));
+    args.ints = {0};
+    args.floats = {1.0};
+    return args;
+  };
   double worst = 1e9;
   for (int threads : {1, 2}) {
     set_num_threads(threads);
     const double peak = threads == 1 ? peak1 : peak2;
-    for (int nt = 0; nt < 2; nt++)
-      for (int64_t M : {50, 400})
-        for (int64_t K : {768, 3072})
-          for (int64_t N : {768, 3072}) {
-            OpArgs args;
-            args.op = "gemm";
-            args.in.push_back(view(a.data(), {1, M, K}, {M * K, K, 1}));
-            args.in.push_back(view(w.data(), {1, K, N}, nt ? std::vector<int64_t>{K * N, 1, K} : std::vector<int64_t>{K * N, N, 1}));
-            args.in.push_back(view(bias.data(), {N}, {1}));
-            args.out.push_back(view(c.data(), {1, M, N}, {M * N, N, 1}));
-            args.ints = {0};
-            args.floats = {1.0};
-            const double s = time_call([&] { cpu_gemm(args); });
-            const double gf = 2.0 * M * N * K / s * 1e-9;
+    std::printf("\n%d thread%s (peak %.1f GFLOP/s)    x @ W              x @ W^T\n", threads,
+                threads > 1 ? "s" : " ", peak);
+    std::printf("%5s %5s %5s   %9s %7s   %9s %7s\n", "M", "K", "N", "GFLOP/s", "% peak", "GFLOP/s", "% peak");
+    for (int64_t M : {50, 400})
+      for (int64_t K : {768, 3072})
+        for (int64_t N : {768, 3072}) {
+          std::printf("%5lld %5lld %5lld", (long long)M, (long long)K, (long long)N);
+          for (bool wt : {false, true}) {
+            OpArgs args = gemm_args(M, K, N, wt, w.data());
+            const double gf = 2.0 * M * N * K / time_call([&] { cpu_gemm(args); }) * 1e-9;
             worst = std::min(worst, 100 * gf / peak);
-            std::printf("%-7d %-5s %5lld %5lld %5lld %10.1f %7.1f%%\n", threads, nt ? "W^T" : "W",
-                        (long long)M, (long long)K, (long long)N, gf, 100 * gf / peak);
+            std::printf("   %9.1f %6.1f%%", gf, 100 * gf / peak);
           }
+          std::printf("\n");
+          std::fflush(stdout);
+        }
   }
   std::printf("lowest: %.1f%% of peak\n", worst);
+
+  // Batch-1 inference streams every weight from memory once: rotate through copies that
+  // together exceed the last-level cache.
+  std::printf("\nx @ W^T, M = 50, weights rotated through 96 MiB (not in cache):\n");
+  std::vector<float> pool(size_t(24) << 20);
+  fill_random(pool, rng);
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    const double peak = threads == 1 ? peak1 : peak2;
+    for (auto kn : {std::pair<int64_t, int64_t>{768, 768}, {768, 3072}, {3072, 768}}) {
+      const int64_t M = 50, K = kn.first, N = kn.second, copies = int64_t(pool.size()) / (K * N);
+      int64_t next = 0;
+      const double gf = 2.0 * M * N * K * 1e-9 / time_call([&] {
+        OpArgs args = gemm_args(M, K, N, true, pool.data() + (next++ % copies) * K * N);
+        cpu_gemm(args);
+      });
+      std::printf("  %d thread%s  K=%-5lld N=%-5lld %7.1f GFLOP/s %6.1f%%\n", threads, threads > 1 ? "s" : " ",
+                  (long long)K, (long long)N, gf, 100 * gf / peak);
+    }
+  }
 
   set_num_threads(1);
   const int64_t M = 50, K = 768, N = 768;

@@ -20,7 +20,7 @@ constexpr int GMR = 4, GNR = 16;
 
 template <int M>
 void micro_generic(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int n,
-                   float alpha, float beta, const float* bias) {
+                   float alpha, float beta, const float* bias, PrefetchRange) {
   float acc[M][GNR] = {};
   for (int64_t k = 0; k < kc; k++, a += GMR, b += GNR)
     for (int i = 0; i < M; i++)
@@ -60,10 +60,20 @@ const Kernels& generic_kernels() {
   return k;
 }
 
+// The AVX-512 file also uses the VL/BW/DQ forms (every AVX-512 core since Skylake-SP has them).
+bool avx512_vl_bw_dq() {
+#if defined(__x86_64__) || defined(_M_X64)
+  return __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
 const Kernels& select_kernels() {
   static const Kernels& k = [] () -> const Kernels& {
     const CpuFeatures& f = cpu_features();
-    if (f.avx512f) return avx512_kernels();
+    if (f.avx512f && avx512_vl_bw_dq()) return avx512_kernels();
     if (f.avx2 && f.fma) return avx2_kernels();
     return generic_kernels();
   }();
@@ -109,28 +119,29 @@ const float* b_at(const Problem& p, int64_t k, int64_t j) {
   return p.tb ? p.B + j * p.ldb + k : p.B + k * p.ldb + j;
 }
 
-static int g_skip = getenv("SKIPB") ? 1 : 0;
-static int g_pf = getenv("PF") ? atoi(getenv("PF")) : 2;
-// Walks the cache lines of a kc x nc block of B in `steps` roughly equal portions.
+// Walks the cache lines of a kc x nc block of B in `steps` portions, one per micro-tile.
 struct Prefetch {
   const char* base = nullptr;
-  int64_t ld = 0, line_per_row = 1, lines = 0, per_step = 0, done = 0;
+  int64_t ld = 0, per_row = 1, lines = 0, per_step = 0, done = 0;
 
   void start(const Problem& p, int64_t k, int64_t j, int64_t kc, int64_t nc, int64_t steps) {
     base = reinterpret_cast<const char*>(b_at(p, k, j));
     ld = p.ldb * int64_t(sizeof(float));
     const int64_t rows = p.tb ? nc : kc, row_bytes = (p.tb ? kc : nc) * int64_t(sizeof(float));
-    line_per_row = ceil_div(row_bytes + 63, 64);  // +63: a row may start mid-line
-    lines = rows * line_per_row;
+    per_row = ceil_div(row_bytes + 63, 64);  // +63: a row may start mid-line
+    lines = rows * per_row;
     per_step = ceil_div(lines, std::max<int64_t>(1, steps));
     done = 0;
   }
   void stop() { lines = done = 0; }
-  void step() {
-    for (int64_t end = std::min(lines, done + per_step); done < end; done++) {
-      const int64_t r = done / line_per_row, l = done - r * line_per_row;
-      if (g_pf == 1) __builtin_prefetch(base + r * ld + l * 64, 0, 1); else if (g_pf == 2) __builtin_prefetch(base + r * ld + l * 64, 0, 2); else if (g_pf == 3) __builtin_prefetch(base + r * ld + l * 64, 0, 3);
-    }
+  // The next portion, at most `cap` lines (one per k step of the micro-kernel).
+  PrefetchRange step(int64_t cap) {
+    const int64_t n = std::min({per_step, cap, lines - done});
+    if (n <= 0) return PrefetchRange{nullptr, 0, 0, 1, 0};
+    const int64_t r = done / per_row;
+    PrefetchRange pr{base + r * ld, ld, done - r * per_row, per_row, n};
+    done += n;
+    return pr;
   }
 };
 
@@ -144,15 +155,15 @@ void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64
   const int64_t NC = std::min(kr.nc, ceil_div(n1 - n0, NR) * NR);
   float* abuf = t_abuf.get(size_t(MC) * KC + 16);
   float* bbuf = t_bbuf.get(size_t(NC) * KC + 16);
-  // Packing a B block from memory cannot overlap with the packing itself, so while one block
-  // is multiplied, the next one's source lines are prefetched a few per micro-tile.
+  // Packing stalls on every line of B that is not in cache yet, so while one B block is
+  // multiplied, the micro-kernels prefetch the source of the next one.
   Prefetch next_b;
   const int64_t tiles = ceil_div(m1 - m0, MR);
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min(NC, n1 - jc);
     for (int64_t pc = 0; pc < p.K; pc += KC) {
       const int64_t kc = std::min(KC, p.K - pc);
-      if (!g_skip) kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
+      kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
       {
         int64_t jn = jc, pn = pc + KC;
         if (pn >= p.K) pn = 0, jn = jc + NC;
@@ -169,9 +180,8 @@ void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64
           const MicroFn fn = kr.micro[std::min<int64_t>(MR, mc - ir)];
           float* crow = p.C + (ic + ir) * p.ldc + jc;
           for (int64_t jr = 0; jr < nc; jr += NR) {
-            next_b.step();
             fn(kc, abuf + ir * kc, bbuf + jr * kc, crow + jr, p.ldc, int(std::min<int64_t>(NR, nc - jr)),
-               p.alpha, beta, bias ? bias + jr : nullptr);
+               p.alpha, beta, bias ? bias + jr : nullptr, next_b.step(kc));
           }
         }
       }

@@ -24,10 +24,19 @@ namespace sgemm_detail {
 // edge are never read). Packed B: slivers of NR columns, each [kc][NR], zero past the edge.
 constexpr int kMaxMR = 16;
 
+// Cache lines for a micro-kernel to prefetch, one per k step, while it computes: `count` lines
+// walked row by row from line `line` of the row at `row` (rows `ld` bytes apart, `per_row`
+// lines each). sgemm uses it to pull in the source of the next B block.
+struct PrefetchRange {
+  const char* row;
+  int64_t ld;
+  int64_t line, per_row, count;
+};
+
 // c[i*ldc + j] = alpha * sum_k a[k*MR + i] * b[k*NR + j] + beta * c[i*ldc + j] + bias[j]
 // for i < m (the table index), j < n <= NR; beta == 0 does not read c, bias may be null.
 using MicroFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int n,
-                         float alpha, float beta, const float* bias);
+                         float alpha, float beta, const float* bias, PrefetchRange pf);
 // Packs `count` rows of op(A) (pack_a) or columns of op(B) (pack_b) times kc, starting at src
 // (already offset to the block's first element), into dst in the layouts above.
 using PackFn = void (*)(bool trans, const float* src, int64_t ld, int64_t count, int64_t kc,

@@ -16,7 +16,7 @@ constexpr int NR = 16;
 
 template <int M>
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int n, float alpha,
-           float beta, const float* bias) {
+           float beta, const float* bias, PrefetchRange pf) {
   __m256 c0[M], c1[M];
 #pragma GCC unroll 8
   for (int i = 0; i < M; i++) {
@@ -25,8 +25,7 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 15), _MM_HINT_T0);
   }
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; k++) {
+  auto step = [&]() __attribute__((always_inline)) {
     __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 8
     for (int i = 0; i < M; i++) {
@@ -36,7 +35,17 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     }
     a += MR;
     b += NR;
+  };
+  // The first pf.count steps also prefetch one line each.
+  int64_t k = 0;
+  const char* row = pf.row;
+  for (int64_t line = pf.line; k < pf.count; k++) {
+    _mm_prefetch(row + line * 64, _MM_HINT_T0);
+    if (++line == pf.per_row) line = 0, row += pf.ld;
+    step();
   }
+#pragma GCC unroll 4
+  for (; k < kc; k++) step();
   const __m256 va = _mm256_set1_ps(alpha);
   if (n == NR) {
     const __m256 vb = _mm256_set1_ps(beta);
@@ -118,20 +127,25 @@ void pack_a(bool trans, const float* A, int64_t lda, int64_t mc, int64_t kc, flo
 }
 
 void pack_b(bool trans, const float* B, int64_t ldb, int64_t nc, int64_t kc, float* dst) {
+  if (!trans) {  // four source rows at a time across all slivers (see the AVX-512 variant)
+    const int64_t full = nc / NR * NR;
+    for (int64_t k0 = 0; k0 < kc; k0 += 4) {
+      const int kk = int(std::min<int64_t>(4, kc - k0));
+      const float* src = B + k0 * ldb;
+      float* d = dst + k0 * NR;
+      for (int64_t j0 = 0; j0 < full; j0 += NR, d += NR * kc)
+        for (int k = 0; k < kk; k++) {
+          _mm256_store_ps(d + k * NR, _mm256_loadu_ps(src + k * ldb + j0));
+          _mm256_store_ps(d + k * NR + 8, _mm256_loadu_ps(src + k * ldb + j0 + 8));
+        }
+      if (full < nc)
+        for (int k = 0; k < kk; k++)
+          for (int64_t j = 0; j < NR; j++) d[k * NR + j] = full + j < nc ? src[k * ldb + full + j] : 0.0f;
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
     const int64_t n = std::min<int64_t>(NR, nc - j0);
-    if (!trans) {
-      const float* src = B + j0;
-      for (int64_t k = 0; k < kc; k++) {
-        if (n == NR) {
-          _mm256_store_ps(dst + k * NR, _mm256_loadu_ps(src + k * ldb));
-          _mm256_store_ps(dst + k * NR + 8, _mm256_loadu_ps(src + k * ldb + 8));
-        } else {
-          for (int64_t j = 0; j < NR; j++) dst[k * NR + j] = j < n ? src[k * ldb + j] : 0.0f;
-        }
-      }
-      continue;
-    }
     for (int h = 0; h < 2; h++) {
       const int rows = int(std::max<int64_t>(0, std::min<int64_t>(8, n - 8 * h)));
       const float* src = B + (j0 + 8 * h) * ldb;

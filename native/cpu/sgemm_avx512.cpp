@@ -1,5 +1,5 @@
-// AVX-512 pieces of sgemm: an MR x 32 micro-kernel on zmm registers and packing routines that
-// transpose 16x16 blocks in registers (packing a K-contiguous operand is a transpose).
+// AVX-512 pieces of sgemm: a 10 x 32 micro-kernel on zmm registers and the packing routines
+// (packing a K-contiguous operand is a transpose, done in registers 4 columns at a time).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -22,7 +22,7 @@ inline __mmask16 lanes(int64_t n) {
 
 template <int M>
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int n, float alpha,
-           float beta, const float* bias) {
+           float beta, const float* bias, PrefetchRange pf) {
   __m512 c0[M], c1[M];
 #pragma GCC unroll 16
   for (int i = 0; i < M; i++) {
@@ -32,8 +32,7 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 31), _MM_HINT_T0);
   }
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; k++) {
+  auto step = [&]() __attribute__((always_inline)) {
     __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 16
     for (int i = 0; i < M; i++) {
@@ -43,11 +42,38 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     }
     a += MR;
     b += NR;
+  };
+  // The first pf.count steps also prefetch one line each.
+  int64_t k = 0;
+  const char* row = pf.row;
+  for (int64_t line = pf.line; k < pf.count; k++) {
+    _mm_prefetch(row + line * 64, _MM_HINT_T0);
+    if (++line == pf.per_row) line = 0, row += pf.ld;
+    step();
   }
+#pragma GCC unroll 4
+  for (; k < kc; k++) step();
   const __mmask16 m0 = lanes(n), m1 = lanes(n - 16);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  if (n == NR) {  // full tile: plain loads and stores (masked stores are slow on Zen 4)
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++) {
+      float* ci = c + i * ldc;
+      __m512 r0 = _mm512_fmadd_ps(c0[i], va, bias0), r1 = _mm512_fmadd_ps(c1[i], va, bias1);
+      if (beta == 1.0f) {
+        r0 = _mm512_add_ps(r0, _mm512_loadu_ps(ci));
+        r1 = _mm512_add_ps(r1, _mm512_loadu_ps(ci + 16));
+      } else if (beta != 0.0f) {
+        r0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), r0);
+        r1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), r1);
+      }
+      _mm512_storeu_ps(ci, r0);
+      _mm512_storeu_ps(ci + 16, r1);
+    }
+    return;
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < M; i++) {
     float* ci = c + i * ldc;
@@ -64,41 +90,54 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
   }
 }
 
-// In-place transpose of 16 rows of 16 floats (r[i][j] -> r[j][i]).
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+// Transposes 4 columns of up to 16 rows (stride ld) starting at src: out[c] holds column c,
+// element r = row r. Rows == 0: `rows` rows at run time, columns under a clear bit of km read
+// as zero; otherwise exactly Rows rows and 4 columns. Masked 128-bit broadcasts place rows i,
+// 4+i, 8+i, 12+i in the four lanes of y[i], so only in-lane 4x4 transposes need shuffles: half
+// the shuffles of a register 16x16 transpose, and twice as fast on Zen 4.
+template <int Rows>
+inline void transpose4x16(const float* src, int64_t ld, int rows, __mmask8 km, __m512 out[4]) {
+  __m512 y[4];
+  for (int i = 0; i < 4; i++) {
+    __m512 v = _mm512_setzero_ps();
+    for (int g = 0; g < 4; g++) {
+      const int r = 4 * g + i;
+      const __mmask16 lane = __mmask16(0xF << (4 * g));
+      if (Rows == 0 && r < rows)
+        v = _mm512_mask_broadcast_f32x4(v, lane, _mm_maskz_loadu_ps(km, src + r * ld));
+      else if (Rows != 0 && r < Rows)
+        v = _mm512_mask_broadcast_f32x4(v, lane, _mm_loadu_ps(src + r * ld));
+    }
+    y[i] = v;
   }
-  // Now each 128-bit lane of u[4g + c] holds rows 4g..4g+3 of column 4*lane + c.
-  for (int g = 0; g < 4; g++) {
-    __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
-    __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
-    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-  }
-  // Gather lane L of the four row groups into column 4L + c.
-  for (int c = 0; c < 4; c++) {
-    __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
-    __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd);
-    __m512 v1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
-    __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
-    r[c] = _mm512_shuffle_f32x4(v0, v1, 0x88);
-    r[8 + c] = _mm512_shuffle_f32x4(v0, v1, 0xdd);
-    r[4 + c] = _mm512_shuffle_f32x4(w0, w1, 0x88);
-    r[12 + c] = _mm512_shuffle_f32x4(w0, w1, 0xdd);
-  }
+  const __m512d t0 = _mm512_castps_pd(_mm512_unpacklo_ps(y[0], y[1]));
+  const __m512d t1 = _mm512_castps_pd(_mm512_unpackhi_ps(y[0], y[1]));
+  const __m512d t2 = _mm512_castps_pd(_mm512_unpacklo_ps(y[2], y[3]));
+  const __m512d t3 = _mm512_castps_pd(_mm512_unpackhi_ps(y[2], y[3]));
+  out[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+  out[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+  out[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+  out[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
 }
 
-// Loads `rows` rows (stride ld) of up to 16 floats from src (k lanes under km), zero elsewhere,
-// and transposes them: r[t] then holds element t of each row.
-inline void load_transpose(const float* src, int64_t ld, int rows, __mmask16 km, __m512 r[16]) {
-  for (int i = 0; i < 16; i++)
-    r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + i * ld) : _mm512_setzero_ps();
-  transpose16(r);
+// Writes columns [0, kc) of `rows` <= 16 rows (stride ld) as rows of dst, dst_ld apart. Each
+// store writes 16 floats (lanes past `rows` are zero): with dst_ld < 16 the stores overlap and
+// each one rewrites the tail of the one before, so dst needs 16 floats of slack at the end.
+// Plain overlapping stores, because masked stores are slow on Zen 4.
+template <int FullRows>
+void transpose_rows(const float* src, int64_t ld, int rows, int64_t kc, float* dst, int64_t dst_ld) {
+  __m512 col[4];
+  int64_t k = 0;
+  if (rows == FullRows)
+    for (; k + 4 <= kc; k += 4) {
+      transpose4x16<FullRows>(src + k, ld, rows, 0xF, col);
+      for (int c = 0; c < 4; c++) _mm512_storeu_ps(dst + (k + c) * dst_ld, col[c]);
+    }
+  for (; k < kc; k += 4) {
+    const int kk = int(std::min<int64_t>(4, kc - k));
+    transpose4x16<0>(src + k, ld, rows, __mmask8((1u << kk) - 1), col);
+    for (int c = 0; c < kk; c++) _mm512_storeu_ps(dst + (k + c) * dst_ld, col[c]);
+  }
 }
 
 void pack_a(bool trans, const float* A, int64_t lda, int64_t mc, int64_t kc, float* dst) {
@@ -107,53 +146,48 @@ void pack_a(bool trans, const float* A, int64_t lda, int64_t mc, int64_t kc, flo
     const __mmask16 mm = lanes(m);
     if (trans) {  // element (i, k) at A[k*lda + i]: each k is already a contiguous row of MR
       const float* src = A + i0;
-      for (int64_t k = 0; k < kc; k++)
-        _mm512_mask_storeu_ps(dst + k * MR, mm, _mm512_maskz_loadu_ps(mm, src + k * lda));
+      for (int64_t k = 0; k < kc; k++)  // overlapping stores, as in transpose_rows
+        _mm512_storeu_ps(dst + k * MR, _mm512_maskz_loadu_ps(mm, src + k * lda));
       continue;
     }
-    const float* src = A + i0 * lda;
-    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-      const int kk = int(std::min<int64_t>(16, kc - k0));
-      __m512 r[16];
-      load_transpose(src + k0, lda, m, lanes(kk), r);
-      for (int t = 0; t < kk; t++) _mm512_mask_storeu_ps(dst + (k0 + t) * MR, mm, r[t]);
-    }
+    transpose_rows<MR>(A + i0 * lda, lda, m, kc, dst, MR);
   }
 }
 
 void pack_b(bool trans, const float* B, int64_t ldb, int64_t nc, int64_t kc, float* dst) {
   if (!trans) {
-    // Element (k, j) at B[k*ldb + j]. Walk each source row once, end to end, scattering it over
-    // the slivers: reading sliver by sliver would touch 2 lines per row at a large stride, which
-    // the prefetchers do not follow.
+    // Element (k, j) at B[k*ldb + j]. Four source rows at a time are copied across all slivers:
+    // sliver by sliver alone would read 2 lines per row at a large stride (the prefetchers lose
+    // track), row by row alone would write 2 lines per sliver at a 32 KiB stride (one L1 set).
     const int64_t full = nc / NR * NR;
     const __mmask16 m0 = lanes(nc - full), m1 = lanes(nc - full - 16);
-    for (int64_t k = 0; k < kc; k++) {
-      const float* src = B + k * ldb;
-      float* d = dst + k * NR;
-      for (int64_t j0 = 0; j0 < full; j0 += NR, d += NR * kc) {
-        _mm512_store_ps(d, _mm512_loadu_ps(src + j0));
-        _mm512_store_ps(d + 16, _mm512_loadu_ps(src + j0 + 16));
-      }
-      if (full < nc) {
-        _mm512_store_ps(d, _mm512_maskz_loadu_ps(m0, src + full));
-        _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(m1, src + full + 16));
-      }
+    for (int64_t k0 = 0; k0 < kc; k0 += 4) {
+      const int kk = int(std::min<int64_t>(4, kc - k0));
+      const float* src = B + k0 * ldb;
+      float* d = dst + k0 * NR;
+      for (int64_t j0 = 0; j0 < full; j0 += NR, d += NR * kc)
+        for (int k = 0; k < kk; k++) {
+          _mm512_store_ps(d + k * NR, _mm512_loadu_ps(src + k * ldb + j0));
+          _mm512_store_ps(d + k * NR + 16, _mm512_loadu_ps(src + k * ldb + j0 + 16));
+        }
+      if (full < nc)
+        for (int k = 0; k < kk; k++) {
+          _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, src + k * ldb + full));
+          _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + k * ldb + full + 16));
+        }
     }
     return;
   }
+  // element (k, j) at B[j*ldb + k]: rows of the source become columns of the sliver
   for (int64_t j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
     const int64_t n = std::min<int64_t>(NR, nc - j0);
-    // element (k, j) at B[j*ldb + k]: transpose 16 columns x 16 k at a time
     for (int h = 0; h < 2; h++) {
       const int rows = int(std::max<int64_t>(0, std::min<int64_t>(16, n - 16 * h)));
-      const float* src = B + (j0 + 16 * h) * ldb;
-      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-        const int kk = int(std::min<int64_t>(16, kc - k0));
-        __m512 r[16];
-        load_transpose(src + k0, ldb, rows, lanes(kk), r);
-        for (int t = 0; t < kk; t++) _mm512_store_ps(dst + (k0 + t) * NR + 16 * h, r[t]);
+      if (rows == 0) {  // zero padding keeps the unused lanes finite
+        for (int64_t k = 0; k < kc; k++) _mm512_store_ps(dst + k * NR + 16 * h, _mm512_setzero_ps());
+        continue;
       }
+      transpose_rows<16>(B + (j0 + 16 * h) * ldb, ldb, rows, kc, dst + 16 * h, NR);
     }
   }
 }

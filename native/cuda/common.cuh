@@ -1,13 +1,22 @@
 // What every CUDA kernel file shares: error checks that throw tsclip::Error, the one stream ops run
 // on, launch sizing, bf16 <-> float helpers, a grid-stride loop, and strided indexing of TensorRefs
 // packed into small by-value structs for kernels.
+//
+// TSCLIP_CPU_EMU (defined only by native/cuda/dev/ops_emu_test.cpp's build) compiles the same kernel
+// files as plain C++ against a CPU emulation of the CUDA subset they use, so their indexing and
+// synchronisation can be tested against the CPU backend on a machine without a GPU.
 #pragma once
+#ifdef TSCLIP_CPU_EMU
+#include "dev/cpu_emu.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "../tensor.h"
 
@@ -44,6 +53,29 @@ namespace tsclip::cuda {
 
 constexpr int kBlock = 256;
 
+// Launches kernel<<<grid, block, smem, st>>>(args...) and checks the launch. Arguments convert to
+// the kernel's parameter types as in a direct launch.
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... args) {
+#ifdef TSCLIP_CPU_EMU
+  cpu_emu::launch(kernel, grid, block, smem, std::forward<A>(args)...);
+#else
+  kernel<<<grid, block, smem, st>>>(std::forward<A>(args)...);
+  CUDA_CHECK_LAUNCH();
+#endif
+}
+
+// The dynamic shared memory of the running block (the launch's `smem` bytes), 16-byte aligned.
+template <class T>
+__device__ __forceinline__ T* dynamic_smem() {
+#ifdef TSCLIP_CPU_EMU
+  return reinterpret_cast<T*>(cpu_emu::dynamic_smem());
+#else
+  extern __shared__ __align__(16) unsigned char tsclip_dynamic_smem[];
+  return reinterpret_cast<T*>(tsclip_dynamic_smem);
+#endif
+}
+
 // Blocks for a grid-stride loop over n items: enough to fill the device several times over, never
 // more than the items need.
 inline unsigned grid_for(int64_t n, int block = kBlock) {
@@ -65,16 +97,6 @@ inline unsigned grid_rows(int64_t rows) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, i##_step_ = int64_t(gridDim.x) * blockDim.x; \
        i < (n); i += i##_step_)
 
-// --- element types: kernels load every float type as float and store back with rounding ---
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-template <class T> __device__ __forceinline__ float load_f(const T* p, int64_t i) { return to_float(p[i]); }
-template <class T> __device__ __forceinline__ void store_f(T* p, int64_t i, float v) { p[i] = from_float<T>(v); }
-
 // Loads and stores of f32 or bf16 chosen by a flag: the branch is uniform over the grid, and it
 // keeps the number of kernel instantiations small in memory-bound kernels.
 __device__ __forceinline__ float ldf(const void* p, bool bf, int64_t i) {
@@ -90,14 +112,6 @@ inline bool is_bf16(const TensorRef& t) { return t.dtype == DType::BF16; }
 inline void require_float(const OpArgs& a, const TensorRef& t, const char* what) {
   a.require(t.dtype == DType::F32 || t.dtype == DType::BF16,
             std::string(what) + " must be float32 or bfloat16, got " + t.describe());
-}
-
-// Calls fn(T{}) with T = float or __nv_bfloat16 matching `t`; throws for other dtypes.
-template <class Fn>
-void dispatch_float(const OpArgs& a, DType t, const char* what, Fn&& fn) {
-  if (t == DType::F32) return fn(float{});
-  if (t == DType::BF16) return fn(__nv_bfloat16{});
-  a.fail(std::string(what) + " must be float32 or bfloat16, got " + dtype_name(t));
 }
 
 // --- strided indexing ---

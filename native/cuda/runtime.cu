@@ -137,8 +137,7 @@ int64_t* flag_device() { return ready_state().flag_dev; }
 
 void reset_flag(int64_t value) {
   State& s = ready_state();
-  set_flag_kernel<<<1, 1, 0, s.stream>>>(s.flag_dev, value);
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(set_flag_kernel, 1, 1, 0, s.stream, s.flag_dev, value);
 }
 
 int64_t read_flag() {

@@ -49,8 +49,7 @@ __global__ void fill_kernel(T* y, int64_t n, T v) {
 
 template <class T>
 void launch_fill(void* y, int64_t n, T v) {
-  fill_kernel<T><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(static_cast<T*>(y), n, v);
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(fill_kernel<T>, cuda::grid_for(n), cuda::kBlock, 0, cuda::stream(), static_cast<T*>(y), n, v);
 }
 
 // --- copy with casts (elementwise.cpp's Elem rules: ints round half to even, u8 saturates) ---
@@ -95,9 +94,9 @@ void launch_copy(const TensorRef& x, const TensorRef& y) {
   StridedN<2> s = cuda::make_strided<2>(ts, y);
   auto* xp = static_cast<const S*>(x.data);
   auto* yp = static_cast<D*>(y.data);
-  if (fits_i32(n)) copy_kernel<S, D, uint32_t><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(xp, yp, s, n);
-  else copy_kernel<S, D, int64_t><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(xp, yp, s, n);
-  CUDA_CHECK_LAUNCH();
+  if (fits_i32(n)) cuda::launch(copy_kernel<S, D, uint32_t>, cuda::grid_for(n), cuda::kBlock, 0, cuda::stream(), xp, yp,
+      s, n);
+  else cuda::launch(copy_kernel<S, D, int64_t>, cuda::grid_for(n), cuda::kBlock, 0, cuda::stream(), xp, yp, s, n);
 }
 
 template <class S>
@@ -238,7 +237,8 @@ __global__ void reduce_cols_kernel(const void* x, bool x_bf, float* part, void* 
   for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
     float acc = reduce_init(kind);
     if (c < inner)
-      for (int64_t m = m0 + threadIdx.y; m < m1; m += 8) acc = reduce_step(kind, acc, ldf(x, x_bf, (o * mid + m) * inner + c));
+      for (int64_t m = m0 + threadIdx.y; m < m1; m += 8)
+        acc = reduce_step(kind, acc, ldf(x, x_bf, (o * mid + m) * inner + c));
     tile[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && c < inner) {
@@ -355,14 +355,14 @@ void cuda_binary(const OpArgs& a) {
   bool flat = x.contiguous() && y.contiguous() && z.contiguous() && x.numel() == n && y.numel() == n;
   cudaStream_t st = cuda::stream();
   if (flat) {
-    binary_flat_kernel<<<cuda::grid_for(n), cuda::kBlock, 0, st>>>(o, n, int(kind));
+    cuda::launch(binary_flat_kernel, cuda::grid_for(n), cuda::kBlock, 0, st, o, n, int(kind));
   } else {
     const TensorRef* ts[3] = {&x, &y, &z};
     StridedN<3> s = cuda::make_strided<3>(ts, z);
-    if (fits_i32(n)) binary_strided_kernel<uint32_t><<<cuda::grid_for(n), cuda::kBlock, 0, st>>>(o, s, n, int(kind));
-    else binary_strided_kernel<int64_t><<<cuda::grid_for(n), cuda::kBlock, 0, st>>>(o, s, n, int(kind));
+    if (fits_i32(n)) cuda::launch(binary_strided_kernel<uint32_t>, cuda::grid_for(n), cuda::kBlock, 0, st, o, s, n,
+        int(kind));
+    else cuda::launch(binary_strided_kernel<int64_t>, cuda::grid_for(n), cuda::kBlock, 0, st, o, s, n, int(kind));
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 void cuda_affine(const OpArgs& a) {
@@ -372,9 +372,8 @@ void cuda_affine(const OpArgs& a) {
   require_flat_pair(a, x, y);
   int64_t n = y.numel();
   if (n == 0) return;
-  affine_kernel<<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(
-      x.data, x.dtype == DType::BF16, y.data, y.dtype == DType::BF16, n, float(a.f(0)), float(a.f(1)));
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(affine_kernel, cuda::grid_for(n), cuda::kBlock, 0, cuda::stream(), x.data, x.dtype == DType::BF16,
+      y.data, y.dtype == DType::BF16, n, float(a.f(0)), float(a.f(1)));
 }
 
 void cuda_unary(const OpArgs& a) {
@@ -385,9 +384,8 @@ void cuda_unary(const OpArgs& a) {
   UnaryKind k = unary_kind(a);
   int64_t n = y.numel();
   if (n == 0) return;
-  unary_kernel<<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(x.data, x.dtype == DType::BF16, y.data,
-                                                                       y.dtype == DType::BF16, n, int(k));
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(unary_kernel, cuda::grid_for(n), cuda::kBlock, 0, cuda::stream(), x.data, x.dtype == DType::BF16, y.data,
+      y.dtype == DType::BF16, n, int(k));
 }
 
 void cuda_unary_backward(const OpArgs& a) {
@@ -400,9 +398,8 @@ void cuda_unary_backward(const OpArgs& a) {
   UnaryKind k = unary_kind(a);
   int64_t n = x.numel();
   if (n == 0) return;
-  unary_bwd_kernel<<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(
-      x.data, x.dtype == DType::BF16, dy.data, dy.dtype == DType::BF16, dx.data, dx.dtype == DType::BF16, n, int(k));
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(unary_bwd_kernel, cuda::grid_for(n), cuda::kBlock, 0, cuda::stream(), x.data, x.dtype == DType::BF16,
+      dy.data, dy.dtype == DType::BF16, dx.data, dx.dtype == DType::BF16, n, int(k));
 }
 
 void cuda_reduce(const OpArgs& a) {
@@ -441,18 +438,17 @@ void cuda_reduce(const OpArgs& a) {
     bool final = splits == 1;
     unsigned gy = unsigned(std::min<int64_t>(outer, 65535));
     if (inner == 1) {
-      reduce_rows_kernel<<<dim3(unsigned(splits), gy), 256, 0, st>>>(x.data, xb, part, y.data, yb, outer, mid, chunk,
-                                                                     int(kind), final);
+      cuda::launch(reduce_rows_kernel, dim3(unsigned(splits), gy), 256, 0, st, x.data, xb, part, y.data, yb, outer, mid,
+          chunk, int(kind), final);
     } else {
       int64_t cb = (inner + 31) / 32;
       a.require(cb <= 0x7fffffff, "inner size too large");
-      reduce_cols_kernel<<<dim3(unsigned(cb), gy, unsigned(splits)), dim3(32, 8), 0, st>>>(
-          x.data, xb, part, y.data, yb, outer, mid, inner, chunk, int(kind), final);
+      cuda::launch(reduce_cols_kernel, dim3(unsigned(cb), gy, unsigned(splits)), dim3(32, 8), 0, st, x.data, xb, part,
+          y.data, yb, outer, mid, inner, chunk, int(kind), final);
     }
-    CUDA_CHECK_LAUNCH();
     if (!final) {
-      reduce_combine_kernel<<<cuda::grid_for(cols), cuda::kBlock, 0, st>>>(part, y.data, yb, cols, splits, mid, int(kind));
-      CUDA_CHECK_LAUNCH();
+      cuda::launch(reduce_combine_kernel, cuda::grid_for(cols), cuda::kBlock, 0, st, part, y.data, yb, cols, splits,
+          mid, int(kind));
     }
   } catch (...) {
     cuda::free(part);
@@ -474,10 +470,10 @@ void cuda_argmax_last(const OpArgs& a) {
     return;
   }
   if (x.dtype == DType::I32)
-    argmax_kernel<int32_t><<<blocks, 256, 0, cuda::stream()>>>(x.ptr<int32_t>(), y.ptr<int32_t>(), rows, cols);
+    cuda::launch(argmax_kernel<int32_t>, blocks, 256, 0, cuda::stream(), x.ptr<int32_t>(), y.ptr<int32_t>(), rows,
+        cols);
   else
-    argmax_kernel<float><<<blocks, 256, 0, cuda::stream()>>>(x.ptr<float>(), y.ptr<int32_t>(), rows, cols);
-  CUDA_CHECK_LAUNCH();
+    cuda::launch(argmax_kernel<float>, blocks, 256, 0, cuda::stream(), x.ptr<float>(), y.ptr<int32_t>(), rows, cols);
 }
 
 }  // namespace tsclip

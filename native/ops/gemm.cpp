@@ -69,9 +69,6 @@ void cpu_gemm(const OpArgs& args) {
   const int64_t batch = tc.ndim == 3 ? tc.shape[0] : 1;
   const int64_t M = tc.size(-2), N = tc.size(-1);
   const Operand a = decode(args, ta, "a", batch), b = decode(args, tb, "b", batch);
-  args.require(tc.ndim == 3 || (ta.ndim == 2 && tb.ndim == 2),
-               "c " + tc.describe() + " has no batch dimension but a is " + ta.describe() +
-                   " and b is " + tb.describe());
   args.require(a.cols == b.rows, "inner sizes differ: a " + ta.describe() + " @ b " + tb.describe());
   args.require(a.rows == M && b.cols == N, "c is " + tc.describe() + ", expected [" +
                                                std::to_string(a.rows) + "," + std::to_string(b.cols) +

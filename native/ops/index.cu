@@ -51,9 +51,8 @@ void with_checked_ids(const OpArgs& a, const TensorRef& idx, int64_t rows, Launc
   int64_t m = idx.numel();
   if (m == 0) return;
   cuda::reset_flag(kNoError);
-  check_ids_kernel<<<cuda::grid_for(m), cuda::kBlock, 0, cuda::stream()>>>(idx.ptr<int32_t>(), m, rows,
-                                                                           cuda::flag_device());
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(check_ids_kernel, cuda::grid_for(m), cuda::kBlock, 0, cuda::stream(), idx.ptr<int32_t>(), m, rows,
+      cuda::flag_device());
   launch(cuda::flag_device());
   int64_t bad = cuda::read_flag();  // synchronizes: an out-of-range id must throw here
   if (bad == kNoError) return;
@@ -72,7 +71,8 @@ void cuda_gather_rows(const OpArgs& a) {
   a.require(table.ndim == 2 && table.contiguous() && y.contiguous(), "table must be a contiguous [rows, dim] tensor");
   a.require(table.dtype == y.dtype, "output dtype must match the table");
   int64_t rows = table.shape[0], dim = table.shape[1], m = idx.numel();
-  a.require(y.numel() == m * dim, "output must be [" + std::to_string(m) + "," + std::to_string(dim) + "], got " + y.describe());
+  a.require(y.numel() == m * dim,
+            "output must be [" + std::to_string(m) + "," + std::to_string(dim) + "], got " + y.describe());
   int64_t row_bytes = dim * dtype_size(table.dtype);
   with_checked_ids(a, idx, rows, [&](const int64_t* flag) {
     if (row_bytes == 0) return;
@@ -80,17 +80,16 @@ void cuda_gather_rows(const OpArgs& a) {
     const int32_t* id = idx.ptr<int32_t>();
     if (row_bytes % 16 == 0 && aligned(table.data, 16) && aligned(y.data, 16)) {
       int64_t w = row_bytes / 16;
-      gather_kernel<uint4><<<cuda::grid_for(m * w), cuda::kBlock, 0, st>>>(
+      cuda::launch(gather_kernel<uint4>, cuda::grid_for(m * w), cuda::kBlock, 0, st,
           static_cast<const uint4*>(table.data), id, static_cast<uint4*>(y.data), m, w, flag);
     } else if (row_bytes % 4 == 0 && aligned(table.data, 4) && aligned(y.data, 4)) {
       int64_t w = row_bytes / 4;
-      gather_kernel<uint32_t><<<cuda::grid_for(m * w), cuda::kBlock, 0, st>>>(
+      cuda::launch(gather_kernel<uint32_t>, cuda::grid_for(m * w), cuda::kBlock, 0, st,
           static_cast<const uint32_t*>(table.data), id, static_cast<uint32_t*>(y.data), m, w, flag);
     } else {
-      gather_kernel<uint8_t><<<cuda::grid_for(m * row_bytes), cuda::kBlock, 0, st>>>(
+      cuda::launch(gather_kernel<uint8_t>, cuda::grid_for(m * row_bytes), cuda::kBlock, 0, st,
           static_cast<const uint8_t*>(table.data), id, static_cast<uint8_t*>(y.data), m, row_bytes, flag);
     }
-    CUDA_CHECK_LAUNCH();
   });
 }
 
@@ -99,12 +98,12 @@ void cuda_scatter_add_rows(const OpArgs& a) {
   a.require(dy.dtype == DType::F32 && dt.dtype == DType::F32, "float32 expected");
   a.require(dt.ndim == 2 && dt.contiguous() && dy.contiguous(), "contiguous tensors expected");
   int64_t rows = dt.shape[0], dim = dt.shape[1], m = idx.numel();
-  a.require(dy.numel() == m * dim, "gradient must be [" + std::to_string(m) + "," + std::to_string(dim) + "], got " + dy.describe());
+  a.require(dy.numel() == m * dim,
+            "gradient must be [" + std::to_string(m) + "," + std::to_string(dim) + "], got " + dy.describe());
   with_checked_ids(a, idx, rows, [&](const int64_t* flag) {
     if (dim == 0) return;
-    scatter_add_kernel<<<cuda::grid_for(m * dim), cuda::kBlock, 0, cuda::stream()>>>(
-        dy.ptr<float>(), idx.ptr<int32_t>(), dt.ptr<float>(), m, dim, flag);
-    CUDA_CHECK_LAUNCH();
+    cuda::launch(scatter_add_kernel, cuda::grid_for(m * dim), cuda::kBlock, 0, cuda::stream(), dy.ptr<float>(),
+        idx.ptr<int32_t>(), dt.ptr<float>(), m, dim, flag);
   });
 }
 

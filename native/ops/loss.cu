@@ -2,7 +2,8 @@
 // Forward: one warp per row keeps a running max and sum (online log-sum-exp), loss = lse - x[label].
 // A label outside [0, C) is recorded in the runtime's flag (its row is left as NaN and nothing is
 // read out of range) and the op throws after reading the flag back.
-// Backward: one thread per logit, dlogits = (exp(x - lse) - [j == label]) * dloss.
+// Backward: one thread per logit, dlogits = (exp(x - lse) - [j == label]) * dloss; labels are
+// checked the same way (a bad one is only ever compared, never used as an address).
 #include <algorithm>
 #include <climits>
 
@@ -52,14 +53,33 @@ __global__ void cross_entropy_fwd_kernel(const void* x, bool xb, const int32_t* 
   }
 }
 
+// dloss[r * sdl]: a stride of 0 broadcasts one upstream gradient to every row.
 __global__ void cross_entropy_bwd_kernel(const void* x, bool xb, const int32_t* labels, const float* lse,
-                                         const float* dloss, void* dx, bool dxb, int64_t N, int64_t C) {
+                                         const float* dloss, int64_t sdl, void* dx, bool dxb, int64_t N, int64_t C) {
   int64_t n = N * C;
   CUDA_GRID_LOOP(i, n) {
     int64_t r = i / C, j = i - r * C;
+    float g = dloss[r * sdl];
     float p = expf(ldf(x, xb, i) - lse[r]);
-    stf(dx, dxb, i, (p - (labels[r] == j ? 1.f : 0.f)) * dloss[r]);
+    stf(dx, dxb, i, g * p - (labels[r] == j ? g : 0.f));
   }
+}
+
+__global__ void check_labels_kernel(const int32_t* labels, int64_t N, int64_t C, int64_t* flag) {
+  CUDA_GRID_LOOP(r, N) {
+    int32_t y = labels[r];
+    if (y < 0 || y >= C) atomicMin(reinterpret_cast<long long*>(flag), (long long)r);
+  }
+}
+
+// Reads the flag (synchronizing) and throws for the first bad label.
+void throw_on_bad_label(const OpArgs& a, const TensorRef& labels, int64_t C) {
+  int64_t bad = cuda::read_flag();
+  if (bad == kNoError) return;
+  int32_t v = 0;
+  cuda::copy_to_host(&v, labels.ptr<int32_t>() + bad, sizeof v);
+  a.fail("label " + std::to_string(v) + " at row " + std::to_string(bad) + " is out of range for " +
+         std::to_string(C) + " classes");
 }
 
 void require_rows(const OpArgs& a, const TensorRef& t, DType dt, int64_t n, const char* what) {
@@ -82,20 +102,11 @@ void cuda_cross_entropy_fwd(const OpArgs& a) {
   a.require(C > 0, "logits need at least one class");
   cuda::reset_flag(kNoError);
   unsigned blocks = unsigned(std::min<int64_t>((N + 7) / 8, int64_t(cuda::sm_count()) * 32));
-  cross_entropy_fwd_kernel<<<blocks, 256, 0, cuda::stream()>>>(x.data, cuda::is_bf16(x), labels.ptr<int32_t>(),
-                                                               loss.ptr<float>(), lse.ptr<float>(), N, C,
-                                                               cuda::flag_device());
-  CUDA_CHECK_LAUNCH();
-  int64_t bad = cuda::read_flag();  // synchronizes: a bad label must throw here
-  if (bad == kNoError) return;
-  int32_t v = 0;
-  cuda::copy_to_host(&v, labels.ptr<int32_t>() + bad, sizeof v);
-  a.fail("label " + std::to_string(v) + " at row " + std::to_string(bad) + " is out of range [0, " +
-         std::to_string(C) + ")");
+  cuda::launch(cross_entropy_fwd_kernel, blocks, 256, 0, cuda::stream(), x.data, cuda::is_bf16(x),
+      labels.ptr<int32_t>(), loss.ptr<float>(), lse.ptr<float>(), N, C, cuda::flag_device());
+  throw_on_bad_label(a, labels, C);  // synchronizes: a bad label must throw here
 }
 
-// Labels were range-checked by the forward; here a bad one only drops the one-hot term (it is
-// compared, never used as an address).
 void cuda_cross_entropy_bwd(const OpArgs& a) {
   const TensorRef &x = a.input(0), &labels = a.input(1), &lse = a.input(2), &dloss = a.input(3);
   const TensorRef& dx = a.output(0);
@@ -107,12 +118,17 @@ void cuda_cross_entropy_bwd(const OpArgs& a) {
                                                         ", got " + dx.describe());
   require_rows(a, labels, DType::I32, N, "labels");
   require_rows(a, lse, DType::F32, N, "lse");
-  require_rows(a, dloss, DType::F32, N, "dloss");
-  if (N * C == 0) return;
-  cross_entropy_bwd_kernel<<<cuda::grid_for(N * C), cuda::kBlock, 0, cuda::stream()>>>(
-      x.data, cuda::is_bf16(x), labels.ptr<int32_t>(), lse.ptr<float>(), dloss.ptr<float>(), dx.data,
-      cuda::is_bf16(dx), N, C);
-  CUDA_CHECK_LAUNCH();
+  a.require(dloss.dtype == DType::F32 && dloss.ndim == 1 && dloss.shape[0] == N,
+            "dloss must be float32 [" + std::to_string(N) + "], got " + dloss.describe());
+  if (N == 0) return;
+  cuda::reset_flag(kNoError);
+  cuda::launch(check_labels_kernel, cuda::grid_for(N), cuda::kBlock, 0, cuda::stream(), labels.ptr<int32_t>(), N, C,
+               cuda::flag_device());
+  if (C > 0)
+    cuda::launch(cross_entropy_bwd_kernel, cuda::grid_for(N * C), cuda::kBlock, 0, cuda::stream(), x.data,
+                 cuda::is_bf16(x), labels.ptr<int32_t>(), lse.ptr<float>(), dloss.ptr<float>(), dloss.strides[0],
+                 dx.data, cuda::is_bf16(dx), N, C);
+  throw_on_bad_label(a, labels, C);  // synchronizes, as the CPU kernel checks before any work
 }
 
 }  // namespace tsclip

@@ -49,13 +49,15 @@ __global__ void layernorm_fwd_kernel(LnFwd p, int64_t rows, int64_t D, float eps
     int64_t base = r * D;
     float s = 0.f;
     for (int64_t c = lane; c < D; c += 32) s += ldf(p.x, p.xb, base + c);
-    float m = warp_sum(s) / float(D);
+    s = warp_sum(s);
+    float m = D ? s / float(D) : 0.f;  // D = 0: mean 0, variance 0, as on the CPU
     float v = 0.f;
     for (int64_t c = lane; c < D; c += 32) {
       float d = ldf(p.x, p.xb, base + c) - m;
       v += d * d;
     }
-    float rs = 1.f / sqrtf(warp_sum(v) / float(D) + eps);
+    v = warp_sum(v);
+    float rs = 1.f / sqrtf((D ? v / float(D) : 0.f) + eps);
     for (int64_t c = lane; c < D; c += 32) {
       float xh = (ldf(p.x, p.xb, base + c) - m) * rs;
       stf(p.y, p.yb, base + c, xh * ldf(p.w, p.wb, c) + ldf(p.b, p.bb, c));
@@ -77,7 +79,7 @@ struct LnBwd {
 };
 
 __global__ void layernorm_bwd_kernel(LnBwd p, float* part, float* scratch, int64_t rows, int64_t D, int64_t chunk) {
-  extern __shared__ float smem[];
+  float* smem = cuda::dynamic_smem<float>();
   const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* acc = scratch ? scratch + int64_t(blockIdx.x) * W * 2 * D : smem;
   float* dw_acc = acc + int64_t(warp) * 2 * D;
@@ -113,19 +115,23 @@ __global__ void layernorm_bwd_kernel(LnBwd p, float* part, float* scratch, int64
   }
 }
 
-// Pass 2: dw += sum over blocks of part[:, 0:D], db += part[:, D:2D], in block order.
+// Pass 2: dw += sum over blocks of part[:, 0:D], db += part[:, D:2D], in block order (either may be null).
 __global__ void layernorm_bwd_reduce_kernel(const float* part, int64_t blocks, int64_t D, void* dw, bool dwb,
                                             void* db, bool dbb) {
   CUDA_GRID_LOOP(c, 2 * D) {
     float s = 0.f;
     for (int64_t b = 0; b < blocks; b++) s += part[b * 2 * D + c];
-    if (c < D) stf(dw, dwb, c, ldf(dw, dwb, c) + s);
-    else stf(db, dbb, c - D, ldf(db, dbb, c - D) + s);
+    if (c < D) {
+      if (dw) stf(dw, dwb, c, ldf(dw, dwb, c) + s);
+    } else if (db) {
+      stf(db, dbb, c - D, ldf(db, dbb, c - D) + s);
+    }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// L2 normalisation: norm = max(|x|, eps) is saved, so y = x / norm and the backward needs y, norm.
+// L2 normalisation: y = x * (1 / max(|x|, eps)); the unclamped |x| is saved so that the backward
+// knows whether eps applied.
 __global__ void l2norm_fwd_kernel(const void* x, bool xb, void* y, bool yb, float* norm, int64_t rows, int64_t D,
                                   float eps) {
   int lane = threadIdx.x & 31;
@@ -136,34 +142,42 @@ __global__ void l2norm_fwd_kernel(const void* x, bool xb, void* y, bool yb, floa
       float v = ldf(x, xb, base + c);
       s += v * v;
     }
-    float n = fmaxf(sqrtf(warp_sum(s)), eps);
-    for (int64_t c = lane; c < D; c += 32) stf(y, yb, base + c, ldf(x, xb, base + c) / n);
+    float n = sqrtf(warp_sum(s));
+    float inv = 1.f / fmaxf(n, eps);
+    for (int64_t c = lane; c < D; c += 32) stf(y, yb, base + c, ldf(x, xb, base + c) * inv);
     if (lane == 0) norm[r] = n;
   }
 }
 
-// dx = (dy - y * <y, dy>) / norm: the Jacobian of x/|x|. (Where |x| < eps the forward divided by
-// the constant eps, whose exact derivative is dy/eps; norm alone cannot tell, as on the CPU.)
+// Where |x| >= eps (and > 0): dx = (dy - y * <y, dy>) / |x|, the Jacobian of x/|x|. Elsewhere the
+// forward divided by the constant eps: dx = dy / eps (0 when eps is 0).
 __global__ void l2norm_bwd_kernel(const void* dy, bool dyb, const void* y, bool yb, const float* norm, void* dx,
-                                  bool dxb, int64_t rows, int64_t D) {
+                                  bool dxb, int64_t rows, int64_t D, float eps) {
   int lane = threadIdx.x & 31;
   for (int64_t r = warp_id_global(); r < rows; r += warps_total()) {
     int64_t base = r * D;
-    float s = 0.f;
-    for (int64_t c = lane; c < D; c += 32) s += ldf(y, yb, base + c) * ldf(dy, dyb, base + c);
-    s = warp_sum(s);
-    float inv = 1.f / norm[r];
-    for (int64_t c = lane; c < D; c += 32)
-      stf(dx, dxb, base + c, (ldf(dy, dyb, base + c) - ldf(y, yb, base + c) * s) * inv);
+    float n = norm[r];
+    if (n >= eps && n > 0.f) {
+      float s = 0.f;
+      for (int64_t c = lane; c < D; c += 32) s += ldf(y, yb, base + c) * ldf(dy, dyb, base + c);
+      s = warp_sum(s);
+      float inv = 1.f / n;
+      for (int64_t c = lane; c < D; c += 32)
+        stf(dx, dxb, base + c, (ldf(dy, dyb, base + c) - ldf(y, yb, base + c) * s) * inv);
+    } else {
+      float inv = eps > 0.f ? 1.f / eps : 0.f;
+      for (int64_t c = lane; c < D; c += 32) stf(dx, dxb, base + c, ldf(dy, dyb, base + c) * inv);
+    }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// softmax over the last axis of [batch, Sq, Sk], plus an additive [Sq, Sk] mask and the causal
+// softmax over the last axis of [batch, Sq, Sk], plus an additive [Sq, Sk] mask (any strides, e.g. a
+// broadcast view) and the causal
 // limit j <= i + Sk - Sq. One pass keeps a running max and sum, the second writes. Fully masked
 // rows give zeros rather than NaN.
-__global__ void softmax_fwd_kernel(const void* x, bool xb, const void* mask, bool mb, void* y, bool yb, int64_t rows,
-                                   int64_t Sq, int64_t Sk, bool causal) {
+__global__ void softmax_fwd_kernel(const void* x, bool xb, const void* mask, bool mb, int64_t ms0, int64_t ms1, void* y,
+                                   bool yb, int64_t rows, int64_t Sq, int64_t Sk, bool causal) {
   int lane = threadIdx.x & 31;
   for (int64_t r = warp_id_global(); r < rows; r += warps_total()) {
     int64_t base = r * Sk, i = r % Sq;
@@ -171,7 +185,7 @@ __global__ void softmax_fwd_kernel(const void* x, bool xb, const void* mask, boo
     float m = -INFINITY, s = 0.f;
     for (int64_t j = lane; j <= limit; j += 32) {
       float v = ldf(x, xb, base + j);
-      if (mask) v += ldf(mask, mb, i * Sk + j);
+      if (mask) v += ldf(mask, mb, i * ms0 + j * ms1);
       if (v == -INFINITY) continue;
       if (v > m) {
         s = s * expf(m - v) + 1.f;  // m = -inf on the first hit: exp(-inf) = 0
@@ -188,7 +202,7 @@ __global__ void softmax_fwd_kernel(const void* x, bool xb, const void* mask, boo
       float out = 0.f;
       if (j <= limit && M != -INFINITY) {
         float v = ldf(x, xb, base + j);
-        if (mask) v += ldf(mask, mb, i * Sk + j);
+        if (mask) v += ldf(mask, mb, i * ms0 + j * ms1);
         out = expf(v - M) * inv;
       }
       stf(y, yb, base + j, out);
@@ -224,7 +238,8 @@ void require_contig(const OpArgs& a, const TensorRef& t, const char* what) {
 }
 void require_f32_vec(const OpArgs& a, const TensorRef& t, int64_t n, const char* what) {
   a.require(t.dtype == DType::F32 && t.contiguous() && t.numel() == n,
-            std::string(what) + " must be contiguous float32 with " + std::to_string(n) + " elements, got " + t.describe());
+            std::string(what) + " must be contiguous float32 with " + std::to_string(n) + " elements, got " +
+                t.describe());
 }
 
 }  // namespace
@@ -236,8 +251,8 @@ void cuda_layernorm_fwd(const OpArgs& a) {
   require_float(a, w, "weight");
   require_float(a, b, "bias");
   require_float(a, y, "y");
-  a.require(x.ndim >= 1, "x must have at least one dimension");
-  int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
+  a.require(x.ndim == 2, "x must be a [rows,D] tensor, got " + x.describe());
+  int64_t rows = x.shape[0], D = x.shape[1];
   require_contig(a, x, "x");
   require_contig(a, y, "y");
   a.require(y.numel() == x.numel(), "y must match x " + x.describe() + ", got " + y.describe());
@@ -245,29 +260,35 @@ void cuda_layernorm_fwd(const OpArgs& a) {
             "weight and bias must be contiguous [" + std::to_string(D) + "]");
   require_f32_vec(a, mean, rows, "mean");
   require_f32_vec(a, rstd, rows, "rstd");
-  if (rows == 0 || D == 0) return;
+  if (rows == 0) return;
   LnFwd p{x.data, w.data, b.data, y.data, mean.ptr<float>(), rstd.ptr<float>(),
           cuda::is_bf16(x), cuda::is_bf16(w), cuda::is_bf16(b), cuda::is_bf16(y)};
-  layernorm_fwd_kernel<<<row_blocks(rows), kWarps * 32, 0, cuda::stream()>>>(p, rows, D, float(a.f(0)));
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(layernorm_fwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), p, rows, D, float(a.f(0)));
 }
 
 void cuda_layernorm_bwd(const OpArgs& a) {
   const TensorRef &dy = a.input(0), &x = a.input(1), &w = a.input(2), &mean = a.input(3), &rstd = a.input(4);
-  const TensorRef &dx = a.output(0), &dw = a.output(1), &db = a.output(2);
+  const TensorRef& dx = a.output(0);
+  // dw and db are optional (undefined: not wanted).
+  const TensorRef* dw = a.out.size() > 1 && a.out[1].defined() ? &a.out[1] : nullptr;
+  const TensorRef* db = a.out.size() > 2 && a.out[2].defined() ? &a.out[2] : nullptr;
   require_float(a, dy, "dy");
   require_float(a, x, "x");
   require_float(a, w, "weight");
   require_float(a, dx, "dx");
-  require_float(a, dw, "dw");
-  require_float(a, db, "db");
-  a.require(x.ndim >= 1, "x must have at least one dimension");
-  int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
+  a.require(x.ndim == 2, "x must be a [rows,D] tensor, got " + x.describe());
+  int64_t rows = x.shape[0], D = x.shape[1];
   for (const TensorRef* t : {&dy, &x, &dx}) require_contig(a, *t, "dy, x and dx");
   a.require(dy.numel() == x.numel() && dx.numel() == x.numel(),
             "dy and dx must match x " + x.describe() + ", got " + dy.describe() + " and " + dx.describe());
-  a.require(w.numel() == D && dw.numel() == D && db.numel() == D && w.contiguous() && dw.contiguous() && db.contiguous(),
-            "weight, dw and db must be contiguous [" + std::to_string(D) + "]");
+  a.require(w.numel() == D && w.contiguous(),
+            "weight must be contiguous [" + std::to_string(D) + "], got " + w.describe());
+  for (const TensorRef* t : {dw, db}) {
+    if (!t) continue;
+    require_float(a, *t, t == dw ? "dw" : "db");
+    a.require(t->numel() == D && t->contiguous(), std::string(t == dw ? "dw" : "db") + " must be contiguous [" +
+                                                      std::to_string(D) + "], got " + t->describe());
+  }
   require_f32_vec(a, mean, rows, "mean");
   require_f32_vec(a, rstd, rows, "rstd");
   if (rows == 0 || D == 0) return;
@@ -291,11 +312,11 @@ void cuda_layernorm_bwd(const OpArgs& a) {
     LnBwd p{dy.data, x.data, w.data, mean.ptr<float>(), rstd.ptr<float>(), dx.data,
             cuda::is_bf16(dy), cuda::is_bf16(x), cuda::is_bf16(w), cuda::is_bf16(dx)};
     cudaStream_t st = cuda::stream();
-    layernorm_bwd_kernel<<<unsigned(blocks), W * 32, smem, st>>>(p, part, scratch, rows, D, chunk);
-    CUDA_CHECK_LAUNCH();
-    layernorm_bwd_reduce_kernel<<<cuda::grid_for(2 * D), cuda::kBlock, 0, st>>>(part, blocks, D, dw.data, cuda::is_bf16(dw),
-                                                                                db.data, cuda::is_bf16(db));
-    CUDA_CHECK_LAUNCH();
+    cuda::launch(layernorm_bwd_kernel, unsigned(blocks), W * 32, smem, st, p, part, scratch, rows, D, chunk);
+    if (dw || db) {
+      cuda::launch(layernorm_bwd_reduce_kernel, cuda::grid_for(2 * D), cuda::kBlock, 0, st, part, blocks, D,
+          dw ? dw->data : nullptr, dw && cuda::is_bf16(*dw), db ? db->data : nullptr, db && cuda::is_bf16(*db));
+    }
   } catch (...) {
     cuda::free(part);
     cuda::free(scratch);
@@ -309,16 +330,15 @@ void cuda_l2norm_fwd(const OpArgs& a) {
   const TensorRef &x = a.input(0), &y = a.output(0), &norm = a.output(1);
   require_float(a, x, "x");
   require_float(a, y, "y");
-  a.require(x.ndim >= 1, "x must have at least one dimension");
-  int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
+  a.require(x.ndim == 2, "x must be a [rows,D] tensor, got " + x.describe());
+  int64_t rows = x.shape[0], D = x.shape[1];
   require_contig(a, x, "x");
   require_contig(a, y, "y");
   a.require(y.numel() == x.numel(), "y must match x " + x.describe() + ", got " + y.describe());
   require_f32_vec(a, norm, rows, "norm");
   if (rows == 0 || D == 0) return;
-  l2norm_fwd_kernel<<<row_blocks(rows), kWarps * 32, 0, cuda::stream()>>>(
-      x.data, cuda::is_bf16(x), y.data, cuda::is_bf16(y), norm.ptr<float>(), rows, D, float(a.f(0)));
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(l2norm_fwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), x.data, cuda::is_bf16(x), y.data,
+      cuda::is_bf16(y), norm.ptr<float>(), rows, D, float(a.f(0)));
 }
 
 void cuda_l2norm_bwd(const OpArgs& a) {
@@ -326,16 +346,16 @@ void cuda_l2norm_bwd(const OpArgs& a) {
   require_float(a, dy, "dy");
   require_float(a, y, "y");
   require_float(a, dx, "dx");
-  a.require(y.ndim >= 1, "y must have at least one dimension");
-  int64_t D = y.size(-1), rows = D ? y.numel() / D : 0;
+  a.require(y.ndim == 2, "y must be a [rows,D] tensor, got " + y.describe());
+  int64_t rows = y.shape[0], D = y.shape[1];
   for (const TensorRef* t : {&dy, &y, &dx}) require_contig(a, *t, "dy, y and dx");
   a.require(dy.numel() == y.numel() && dx.numel() == y.numel(),
             "dy and dx must match y " + y.describe() + ", got " + dy.describe() + " and " + dx.describe());
   require_f32_vec(a, norm, rows, "norm");
   if (rows == 0 || D == 0) return;
-  l2norm_bwd_kernel<<<row_blocks(rows), kWarps * 32, 0, cuda::stream()>>>(
-      dy.data, cuda::is_bf16(dy), y.data, cuda::is_bf16(y), norm.ptr<float>(), dx.data, cuda::is_bf16(dx), rows, D);
-  CUDA_CHECK_LAUNCH();
+  const float eps = a.floats.empty() ? 0.f : float(a.f(0));  // as in the forward; 0 when absent
+  cuda::launch(l2norm_bwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), dy.data, cuda::is_bf16(dy), y.data,
+      cuda::is_bf16(y), norm.ptr<float>(), dx.data, cuda::is_bf16(dx), rows, D, eps);
 }
 
 void cuda_softmax_fwd(const OpArgs& a) {
@@ -350,16 +370,15 @@ void cuda_softmax_fwd(const OpArgs& a) {
   a.require(y.numel() == x.numel(), "y must match x " + x.describe() + ", got " + y.describe());
   if (mask) {
     require_float(a, *mask, "mask");
-    a.require(mask->contiguous() && mask->numel() == Sq * Sk,
-              "mask must be contiguous " + dims({Sq, Sk}) + ", got " + mask->describe());
+    a.require(mask->ndim == 2 && mask->shape[0] == Sq && mask->shape[1] == Sk,
+              "mask must be " + dims({Sq, Sk}) + " for x " + x.describe() + ", got " + mask->describe());
   }
   bool causal = a.i(0) != 0;
   int64_t rows = B * Sq;
   if (rows == 0 || Sk == 0) return;
-  softmax_fwd_kernel<<<row_blocks(rows), kWarps * 32, 0, cuda::stream()>>>(
-      x.data, cuda::is_bf16(x), mask ? mask->data : nullptr, mask && cuda::is_bf16(*mask), y.data, cuda::is_bf16(y),
-      rows, Sq, Sk, causal);
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(softmax_fwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), x.data, cuda::is_bf16(x),
+      mask ? mask->data : nullptr, mask && cuda::is_bf16(*mask), mask ? mask->strides[0] : 0,
+      mask ? mask->strides[1] : 0, y.data, cuda::is_bf16(y), rows, Sq, Sk, causal);
 }
 
 void cuda_softmax_bwd(const OpArgs& a) {
@@ -373,9 +392,8 @@ void cuda_softmax_bwd(const OpArgs& a) {
             "dy and dx must match y " + y.describe() + ", got " + dy.describe() + " and " + dx.describe());
   int64_t n = y.size(-1), rows = n ? y.numel() / n : 0;
   if (rows == 0) return;
-  softmax_bwd_kernel<<<row_blocks(rows), kWarps * 32, 0, cuda::stream()>>>(
-      y.data, cuda::is_bf16(y), dy.data, cuda::is_bf16(dy), dx.data, cuda::is_bf16(dx), rows, n);
-  CUDA_CHECK_LAUNCH();
+  cuda::launch(softmax_bwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), y.data, cuda::is_bf16(y), dy.data,
+      cuda::is_bf16(dy), dx.data, cuda::is_bf16(dx), rows, n);
 }
 
 }  // namespace tsclip

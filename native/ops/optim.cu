@@ -1,6 +1,7 @@
 // CUDA AdamW step, one tensor per call, in PyTorch's order of operations (torch.optim.AdamW,
-// single-tensor path): decoupled decay p *= 1 - lr*wd; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g^2;
-// p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps). bc1, bc2 = 1 - beta^t come from the caller.
+// single-tensor path), written as optim.cpp writes it: decoupled decay p *= 1 - lr*wd;
+// m += (1-b1)(g - m); v = b2 v + (1-b2) g^2; p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps), with
+// bc1, bc2 = 1 - beta^step from the caller.
 //
 // Multi-tensor version (later): one launch for all parameters, with a device array of
 // {param, grad, m, v, n} records and a block -> (tensor, chunk) table built once per model, as in
@@ -14,18 +15,17 @@
 namespace tsclip {
 namespace {
 
+// 1 - beta is rounded once from double, as the CPU kernel does (float(1 - 0.98) != 1 - float(0.98)).
 struct AdamW {
-  float lr, beta1, beta2, eps, decay;  // decay = 1 - lr * weight_decay
+  float one_m_b1, beta2, one_m_b2, eps, decay;  // decay = 1 - lr * weight_decay
   float step_size;                     // lr / bc1
-  float inv_sqrt_bc2;                  // 1 / sqrt(bc2)
+  float sqrt_bc2;
 };
 
 __device__ __forceinline__ void adamw_update(const AdamW& h, float g, float& p, float& m, float& v) {
-  p *= h.decay;
-  m = fmaf(1.f - h.beta1, g - m, m);
-  v = fmaf(h.beta2, v, (1.f - h.beta2) * g * g);
-  float denom = sqrtf(v) * h.inv_sqrt_bc2 + h.eps;
-  p -= h.step_size * (m / denom);
+  m = m + h.one_m_b1 * (g - m);
+  v = v * h.beta2 + h.one_m_b2 * g * g;
+  p = p * h.decay - h.step_size * (m / (sqrtf(v) / h.sqrt_bc2 + h.eps));
 }
 
 // float4 path: all four arrays 16-byte aligned; n4 = n / 4 vectors, the tail is done by scalar code.
@@ -73,24 +73,21 @@ void cuda_adamw(const OpArgs& a) {
   double lr = a.f(0), b1 = a.f(1), b2 = a.f(2), eps = a.f(3), wd = a.f(4), bc1 = a.f(5), bc2 = a.f(6);
   a.require(bc1 > 0 && bc2 > 0, "bias corrections must be positive (1 - beta^step with step >= 1)");
   if (n == 0) return;
-  AdamW h{float(lr), float(b1), float(b2), float(eps), float(1.0 - lr * wd), float(lr / bc1),
-          float(1.0 / std::sqrt(bc2))};
+  AdamW h{float(1.0 - b1), float(b2), float(1.0 - b2), float(eps), float(1.0 - lr * wd), float(lr / bc1),
+          float(std::sqrt(bc2))};
   cudaStream_t st = cuda::stream();
   int64_t done = 0;
   if (g.dtype == DType::F32 && aligned16(g.data) && aligned16(p.data) && aligned16(m.data) && aligned16(v.data)) {
     int64_t n4 = n / 4;
     if (n4 > 0) {
-      adamw_vec4_kernel<<<cuda::grid_for(n4), cuda::kBlock, 0, st>>>(
-          static_cast<const float4*>(g.data), static_cast<float4*>(p.data), static_cast<float4*>(m.data),
-          static_cast<float4*>(v.data), n4, h);
-      CUDA_CHECK_LAUNCH();
+      cuda::launch(adamw_vec4_kernel, cuda::grid_for(n4), cuda::kBlock, 0, st, static_cast<const float4*>(g.data),
+          static_cast<float4*>(p.data), static_cast<float4*>(m.data), static_cast<float4*>(v.data), n4, h);
     }
     done = n4 * 4;
   }
   if (done < n) {
-    adamw_scalar_kernel<<<cuda::grid_for(n - done), cuda::kBlock, 0, st>>>(
-        g.data, cuda::is_bf16(g), p.ptr<float>(), m.ptr<float>(), v.ptr<float>(), done, n, h);
-    CUDA_CHECK_LAUNCH();
+    cuda::launch(adamw_scalar_kernel, cuda::grid_for(n - done), cuda::kBlock, 0, st, g.data, cuda::is_bf16(g),
+        p.ptr<float>(), m.ptr<float>(), v.ptr<float>(), done, n, h);
   }
 }
 

@@ -3,8 +3,9 @@
 // native/ops/tc.cuh when TSCLIP_EMU is defined; only native/cuda/dev/emu_test.cpp does that.
 //
 // Each CUDA thread of a block is a fiber (ucontext) run by one scheduler, blocks one after another.
-// A fiber runs until it waits at a barrier, so a missing __syncthreads shows up as a read of data
-// that no one has written yet. Warp-collective instructions (ldmatrix, mma, shuffles) exchange
+// The scheduler runs one warp as far as it gets (to a __syncthreads or its end) before the next,
+// in forward order in even blocks and backward order in odd ones, so a missing __syncthreads
+// shows up as a read of data another warp has not written yet or has already overwritten. Warp-collective instructions (ldmatrix, mma, shuffles) exchange
 // operands through a per-warp scratch area between two warp barriers. cp.async copies are held back
 // until the issuing thread's cp.async.wait_group retires their group, so a missing wait reads stale
 // shared memory. A round in which no fiber makes progress is reported as a deadlock (a barrier
@@ -51,6 +52,8 @@ struct Fiber {
   dim3 tid;
   int lane = 0, warp = 0;
   bool done = false;
+  bool at_bar = false;  // waiting in __syncthreads for generation bar_gen to end
+  int bar_gen = 0;
   std::vector<Copy> pending;
   int committed = 0;
 };
@@ -86,7 +89,10 @@ inline void syncthreads() {
     b.count = 0;
     b.gen++;
   } else {
+    g_cur->at_bar = true;
+    g_cur->bar_gen = gen;
     while (b.gen == gen) yield();
+    g_cur->at_bar = false;
   }
 }
 
@@ -158,14 +164,26 @@ inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
           makecontext(&f.ctx, fiber_main, 0);
         }
         int remaining = n;
+        const int warps = n / 32;
+        const bool reverse = (bx + by + bz) % 2 == 1;
+        auto runnable = [&](Fiber& f) { return !f.done && !(f.at_bar && f.bar_gen == g_blk.gen); };
         while (remaining > 0) {
           long before = g_blk.events;
-          for (int i = 0; i < n; i++) {
-            Fiber& f = g_fibers[size_t(i)];
-            if (f.done) continue;
-            g_cur = &f;
-            swapcontext(&g_sched, &f.ctx);
-            if (f.done) remaining--;
+          for (int wi = 0; wi < warps; wi++) {
+            const int w = reverse ? warps - 1 - wi : wi;
+            for (bool any = true; any;) {  // this warp until each lane waits at a block barrier or ends
+              any = false;
+              const long pass = g_blk.events;
+              for (int l = 0; l < 32; l++) {
+                Fiber& f = g_fibers[size_t(w * 32 + l)];
+                if (!runnable(f)) continue;
+                any = true;
+                g_cur = &f;
+                swapcontext(&g_sched, &f.ctx);
+                if (f.done) remaining--;
+              }
+              if (g_blk.events == pass) break;  // lanes stuck at a warp barrier: the round check reports it
+            }
           }
           if (remaining > 0 && g_blk.events == before) {
             std::fprintf(stderr, "emu: deadlock in block (%u,%u,%u): %d threads wait at a barrier others never reach\n",
@@ -206,6 +224,11 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {emu::f2bf_bits(f)}; 
 inline __nv_bfloat16 __float2bfloat16(float f) { return {emu::f2bf_bits(f)}; }
 inline float __bfloat162float(__nv_bfloat16 b) { return emu::bf2f(b.x); }
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return {{emu::f2bf_bits(a)}, {emu::f2bf_bits(b)}}; }
+
+struct float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
 
 inline float __uint_as_float(uint32_t u) {
   float f;

@@ -1,0 +1,159 @@
+// Normalisation over the last dimension: layer norm, L2 normalisation (F.normalize) and softmax
+// with an optional causal and/or additive mask. Any leading dimensions; the native kernels see
+// contiguous [rows, D] data.
+import { Tensor, keep, runRaw, shapeString } from '../tensor.js';
+import { needsGrad, record, save } from '../autograd.js';
+import { check, checkDtype, checkSameDevice, checkTensor } from './util.js';
+import { sumTo } from './reduce.js';
+
+/** A contiguous [rows, D] view of t, copying when t's layout is not contiguous. */
+function rows2d(t: Tensor, rows: number, d: number): Tensor {
+  if (t.isContiguous) return t.view([rows, d], [d, 1]);
+  const c = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
+  runRaw('copy', [t], [c]);
+  const v = c.view([rows, d], [d, 1]);
+  c.dispose();
+  return v;
+}
+
+function contiguousRaw(t: Tensor): Tensor {
+  if (t.isContiguous) return t.view(t.shape, t.strides);
+  const c = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
+  runRaw('copy', [t], [c]);
+  return c;
+}
+
+function lastDim(op: string, x: Tensor): { rows: number; d: number } {
+  check(op, x.ndim >= 1, () => `input must have at least one dimension, got ${x.describe()}`);
+  const d = x.shape[x.ndim - 1];
+  const rows = x.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  return { rows, d };
+}
+
+/** Layer normalisation over the last dimension (torch.nn.LayerNorm): (x - mean) / sqrt(var + eps) * w + b. */
+export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps = 1e-5): Tensor {
+  const op = 'layerNorm';
+  checkTensor(op, 'input', x);
+  checkDtype(op, 'input', x, 'float32');
+  const { rows, d } = lastDim(op, x);
+  for (const [name, t] of [['weight', w], ['bias', b]] as const) {
+    if (t === null) continue;
+    checkTensor(op, name, t);
+    checkDtype(op, name, t, 'float32');
+    check(op, t.ndim === 1 && t.shape[0] === d, () => `${name} ${t.describe()} must be [${d}] to match input ${x.describe()}`);
+  }
+  checkSameDevice(op, x, w, b);
+  check(op, Number.isFinite(eps) && eps >= 0, `eps must be a non-negative number, got ${eps}`);
+  const x2 = rows2d(x, rows, d);
+  const wc = w ? contiguousRaw(w) : Tensor.ones([d], { device: x.device });
+  const bc = b ? contiguousRaw(b) : Tensor.zeros([d], { device: x.device });
+  const y = Tensor.empty(x.shape, { device: x.device });
+  const y2 = y.view([rows, d], [d, 1]);
+  const mean = Tensor.empty([rows], { device: x.device });
+  const rstd = Tensor.empty([rows], { device: x.device });
+  runRaw('layernorm_fwd', [x2, wc, bc], [y2, mean, rstd], [], [eps]);
+  y2.dispose();
+  bc.dispose();
+  if (!needsGrad(x, w, b)) {
+    for (const t of [x2, wc, mean, rstd]) t.dispose();
+    return y;
+  }
+  const saved = [keep(x2), keep(wc), keep(mean), keep(rstd)];
+  const inShape = x.shape;
+  return record(y, op, [x, w, b], (g) => {
+    const g2 = rows2d(g, rows, d);
+    const dx = Tensor.empty(inShape, { device: g.device });
+    const dx2 = dx.view([rows, d], [d, 1]);
+    const dw = Tensor.zeros([d], { device: g.device });
+    const db = Tensor.zeros([d], { device: g.device });
+    runRaw('layernorm_bwd', [g2, saved[0], saved[1], saved[2], saved[3]], [dx2, dw, db]);
+    g2.dispose();
+    dx2.dispose();
+    const gw = w && w.requiresGrad ? dw : (dw.dispose(), null);
+    const gb = b && b.requiresGrad ? db : (db.dispose(), null);
+    return [dx, gw, gb];
+  }, saved);
+}
+
+/** x / max(||x||, eps) over the last dimension (torch.nn.functional.normalize with p=2). */
+export function l2Normalize(x: Tensor, eps = 1e-12): Tensor {
+  const op = 'l2Normalize';
+  checkTensor(op, 'input', x);
+  checkDtype(op, 'input', x, 'float32');
+  check(op, Number.isFinite(eps) && eps >= 0, `eps must be a non-negative number, got ${eps}`);
+  const { rows, d } = lastDim(op, x);
+  const x2 = rows2d(x, rows, d);
+  const y = Tensor.empty(x.shape, { device: x.device });
+  const y2 = y.view([rows, d], [d, 1]);
+  const norm = Tensor.empty([rows], { device: x.device });
+  runRaw('l2norm_fwd', [x2], [y2, norm], [], [eps]);
+  x2.dispose();
+  if (!needsGrad(x)) {
+    y2.dispose();
+    norm.dispose();
+    return y;
+  }
+  const saved = [keep(y2), keep(norm)];
+  const inShape = x.shape;
+  return record(y, op, [x], (g) => {
+    const g2 = rows2d(g, rows, d);
+    const dx = Tensor.empty(inShape, { device: g.device });
+    const dx2 = dx.view([rows, d], [d, 1]);
+    runRaw('l2norm_bwd', [g2, saved[0], saved[1]], [dx2], [], [eps]);
+    g2.dispose();
+    dx2.dispose();
+    return [dx];
+  }, saved);
+}
+
+export interface SoftmaxOptions {
+  /** Position i of the second-to-last dimension sees only j <= i + Sk - Sq of the last. */
+  causal?: boolean;
+  /** Additive [Sq, Sk] mask (e.g. -Infinity to hide), broadcast over the leading dimensions. */
+  mask?: Tensor | null;
+}
+
+/**
+ * Softmax over the last dimension. With `causal` or `mask`, the last two dimensions are
+ * [Sq, Sk]; a row with nothing visible comes out as zeros.
+ */
+export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
+  const op = 'softmax';
+  checkTensor(op, 'input', x);
+  checkDtype(op, 'input', x, 'float32');
+  const mask = opts.mask ?? null;
+  const { d: sk } = lastDim(op, x);
+  const sq = x.ndim >= 2 ? x.shape[x.ndim - 2] : 1;
+  const batch = x.shape.slice(0, -2).reduce((a, b) => a * b, 1);
+  if (mask) {
+    checkTensor(op, 'mask', mask);
+    checkDtype(op, 'mask', mask, 'float32');
+    checkSameDevice(op, x, mask);
+    check(op, mask.ndim === 2 && mask.shape[0] === sq && mask.shape[1] === sk,
+      () => `mask ${mask.describe()} must be ${shapeString([sq, sk])} for input ${x.describe()}`);
+  }
+  const xc = contiguousRaw(x);
+  const x3 = xc.view([batch, sq, sk], [sq * sk, sk, 1]);
+  xc.dispose();
+  const y = Tensor.empty(x.shape, { device: x.device });
+  const y3 = y.view([batch, sq, sk], [sq * sk, sk, 1]);
+  runRaw('softmax_fwd', [x3, mask], [y3], [opts.causal ? 1 : 0]);
+  x3.dispose();
+  y3.dispose();
+  if (!needsGrad(x, mask)) return y;
+  const sy = save(y);
+  const inShape = x.shape;
+  return record(y, op, [x, mask], (g) => {
+    const gc = contiguousRaw(g);
+    const dx = Tensor.empty(inShape, { device: g.device });
+    runRaw('softmax_bwd', [sy, gc], [dx]);
+    gc.dispose();
+    let dmask: Tensor | null = null;
+    if (mask && mask.requiresGrad) {
+      const d3 = dx.view([batch, sq, sk], [sq * sk, sk, 1]);
+      dmask = sumTo(d3, [sq, sk]);
+      d3.dispose();
+    }
+    return [x.requiresGrad ? dx : (dx.dispose(), null), dmask];
+  }, [sy]);
+}

@@ -1,0 +1,30 @@
+import { it } from 'vitest';
+import { Tensor } from '../lib/tensor.js';
+import { noGrad } from '../lib/autograd.js';
+import { layerNorm, softmax } from '../lib/ops/norm.js';
+import { attention } from '../lib/ops/attention.js';
+import { linear } from '../lib/ops/index.js';
+const time = (name: string, fn: () => void, reps = 10) => {
+  fn();
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) fn();
+  console.log(name, ((performance.now() - t0) / reps).toFixed(3), 'ms');
+};
+it('bench', () => noGrad(() => {
+  const B = 8, S = 50, E = 768, H = 12;
+  const x = Tensor.full([B, S, E], 0.5), w = Tensor.ones([E]), b = Tensor.zeros([E]);
+  const W = Tensor.full([3 * E, E], 0.01), bias = Tensor.zeros([3 * E]);
+  time('layerNorm [8,50,768]', () => layerNorm(x, w, b).dispose());
+  const qkv = linear(x, W, bias);
+  time('linear in_proj [400,768]x[768,2304]', () => linear(x, W, bias).dispose());
+  const v = (o: number) => qkv.view([B, S, H, 64], [S * 3 * E, 3 * E, 64, 1], o * E);
+  const q = v(0), k = v(1), vv = v(2);
+  time('attention B=8 S=50 H=12', () => attention(q, k, vv).dispose());
+  const sc = Tensor.full([B * H, S, S], 0.3);
+  time('softmax [96,50,50]', () => softmax(sc).dispose());
+  const T = Tensor.full([8, 77, 512], 0.5), Wt = Tensor.ones([512]), Bt = Tensor.zeros([512]);
+  const qkvT = Tensor.full([8, 77, 1536], 0.1);
+  const vt = (o: number) => qkvT.view([8, 77, 8, 64], [77 * 1536, 1536, 64, 1], o * 512);
+  time('attention text B=8 S=77 H=8 causal', () => attention(vt(0), vt(1), vt(2), { causal: true }).dispose());
+  time('layerNorm [8,77,512]', () => layerNorm(T, Wt, Bt).dispose());
+}));
