@@ -2,9 +2,8 @@
 // Benchmarks print numbers and ratios; none of them is a test.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, mkdtempSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -14,7 +13,8 @@ if (!name || !available.includes(name)) {
   console.error(`usage: npm run bench -- <${available.join('|')}> [args]`);
   process.exit(name ? 2 : 0);
 }
-const out = join(mkdtempSync(join(tmpdir(), 'tsclip-bench-')), `${name}.cjs`);
+// Inside node_modules so that external packages (sharp, onnxruntime-node) resolve from the project.
+const out = join(here, '..', 'node_modules', '.cache', 'tsclip-bench', `${name}.cjs`);
 await build({
   entryPoints: [join(here, `${name}.bench.ts`)],
   bundle: true,

@@ -13,3 +13,4 @@ export { loadCLIP, saveCLIP, loadStateDict, type LoadOptions } from './models/lo
 export { CONFIGS, resolveConfig, CLIP_MEAN, CLIP_STD, type CLIPConfig, type VitConfig, type ResNetConfig, type ActivationName } from './models/config.js';
 export { Module, ModuleList } from './nn/module.js';
 export { Random } from './nn/random.js';
+export { AdamW, type AdamWOptions, type AdamWStateDict, type ParamGroup, type ParamGroupInput } from './optim/adamw.js';

@@ -1,6 +1,8 @@
 #include "backend.h"
 
 #include <cstdlib>
+#include <mutex>
+#include <unordered_map>
 #include <cstring>
 #include <new>
 
@@ -59,18 +61,77 @@ void run_op(int id, OpArgs& args) {
 #endif
 }
 
+// Host memory: large blocks are cached by size class and reused, since a model allocates the same
+// activation sizes every step. Going back to malloc each time either page-faults fresh mappings
+// in (slow) or fragments the heap so that a training loop's memory creeps up.
+namespace {
+constexpr size_t kCacheMin = 256 * 1024;
+constexpr size_t kCacheMax = size_t(2) << 30;  // cached bytes kept at most
+
+size_t size_class(size_t n) {
+  if (n < kCacheMin) return (n + 63) / 64 * 64;
+  // Four classes per power of two: at most 25% slack.
+  size_t p = size_t(1) << (63 - __builtin_clzll(n));
+  size_t q = p / 4;
+  return (n + q - 1) / q * q;
+}
+
+struct HostCache {
+  std::mutex mu;
+  std::unordered_map<size_t, std::vector<void*>> free_blocks;
+  std::unordered_map<void*, size_t> sizes;
+  size_t cached = 0;
+
+  void* take(size_t cls) {
+    std::lock_guard<std::mutex> lk(mu);
+    auto it = free_blocks.find(cls);
+    if (it == free_blocks.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached -= cls;
+    return p;
+  }
+  void note(void* p, size_t cls) {
+    std::lock_guard<std::mutex> lk(mu);
+    sizes[p] = cls;
+  }
+  // Returns false when the block is small or the cache is full: the caller frees it.
+  bool give(void* p) {
+    std::lock_guard<std::mutex> lk(mu);
+    auto it = sizes.find(p);
+    if (it == sizes.end()) return false;
+    size_t cls = it->second;
+    if (cached + cls > kCacheMax) {
+      sizes.erase(it);
+      return false;
+    }
+    free_blocks[cls].push_back(p);
+    cached += cls;
+    return true;
+  }
+};
+HostCache& host_cache() {
+  static HostCache* c = new HostCache();  // never destroyed: frees may come during exit
+  return *c;
+}
+}  // namespace
+
 void* device_alloc(Device d, size_t bytes) {
   if (d == Device::CUDA) return cuda::alloc(bytes);
-  size_t n = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, n ? n : 64);
+  size_t cls = size_class(bytes ? bytes : 64);
+  if (cls >= kCacheMin) {
+    if (void* p = host_cache().take(cls)) return p;
+  }
+  void* p = std::aligned_alloc(64, cls);
   if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  if (cls >= kCacheMin) host_cache().note(p, cls);
   return p;
 }
 
 void device_free(Device d, void* p) {
   if (!p) return;
   if (d == Device::CUDA) return cuda::free(p);
-  std::free(p);
+  if (!host_cache().give(p)) std::free(p);
 }
 
 void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, size_t bytes) {

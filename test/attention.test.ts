@@ -133,6 +133,8 @@ describe('attention', () => {
         [{ B: 1, Sq: 50, Sk: 50, H: 3, Dh: 64 }, false],
         [{ B: 2, Sq: 21, Sk: 37, H: 2, Dh: 40 }, false],
         [{ B: 1, Sq: 37, Sk: 21, H: 2, Dh: 17 }, true],
+        // One head and many queries: the forward splits the queries across threads.
+        [{ B: 1, Sq: 130, Sk: 110, H: 1, Dh: 64 }, true],
       ] as [Dims, boolean][]) {
         const nq = d.B * d.Sq * d.H * d.Dh, nk = d.B * d.Sk * d.H * d.Dh;
         const q = randArray(nq, 1, -2, 2).map(Math.fround), k = randArray(nk, 2, -2, 2).map(Math.fround);

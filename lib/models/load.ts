@@ -104,7 +104,7 @@ export async function loadCLIP(pathOrDir: string, opts: LoadOptions = {}): Promi
     throw new Error(`loadCLIP: resizing is supported for ViT models; this ResNet was trained at ${cfg.vision.imageSize}`);
   }
   const device = resolveDevice(opts.device);
-  const model = new CLIP(cfg, { rng: new Random(0), device });
+  const model = new CLIP(cfg, { rng: new Random(0), device, skipInit: true });
   try {
     loadStateDict(model, tensors, pathOrDir);
   } catch (e) {

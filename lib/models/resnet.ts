@@ -3,7 +3,7 @@
 // its own positional embedding in place of global average pooling.
 import { Tensor } from '../tensor.js';
 import { Module, ModuleList } from '../nn/module.js';
-import { BatchNorm2d, Conv2d, Linear, randn, type InitContext } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, Linear, normalInit, randn, type InitContext } from '../nn/layers.js';
 import * as ops from '../ops/index.js';
 import { avgPool2d } from '../ops/conv.js';
 import { attention } from '../ops/attention.js';
@@ -81,7 +81,7 @@ class AttentionPool2d extends Module {
     this.vProj = this.child('v_proj', new Linear(ctx, embedDim, embedDim));
     this.cProj = this.child('c_proj', new Linear(ctx, embedDim, outputDim));
     const std = embedDim ** -0.5; // CLIP's init: c_proj.in_features ** -0.5 for all four
-    for (const l of [this.qProj, this.kProj, this.vProj, this.cProj]) ops.fillFrom(l.weight, ctx.rng.normalArray(l.weight.size, std));
+    for (const l of [this.qProj, this.kProj, this.vProj, this.cProj]) normalInit(ctx, l.weight, std);
   }
   /** x [B, C, H, W] -> [B, outputDim]: the mean token attends over itself and every position. */
   forward(x: Tensor): Tensor {

@@ -2,7 +2,7 @@
 // encoder: x + attn(ln_1(x)), then x + mlp(ln_2(x)), with the MLP's activation from the config.
 import { Tensor } from '../tensor.js';
 import { Module, ModuleList } from '../nn/module.js';
-import { LayerNorm, Linear, randn, type InitContext } from '../nn/layers.js';
+import { LayerNorm, Linear, normalInit, uniform, type InitContext } from '../nn/layers.js';
 import * as ops from '../ops/index.js';
 import { multiHeadAttention } from '../ops/attention.js';
 import type { ActivationName } from './config.js';
@@ -15,7 +15,7 @@ class MultiheadAttention extends Module {
     super();
     // torch.nn.MultiheadAttention: xavier-uniform packed in_proj, zero biases.
     const bound = Math.sqrt(6 / (width + 3 * width));
-    this.inProjWeight = this.param('in_proj_weight', Tensor.from(ctx.rng.uniformArray(3 * width * width, -bound, bound), [3 * width, width], { device: ctx.device }));
+    this.inProjWeight = this.param('in_proj_weight', uniform(ctx, [3 * width, width], bound));
     this.inProjBias = this.param('in_proj_bias', Tensor.zeros([3 * width], { device: ctx.device }));
     this.outProj = this.child('out_proj', new Linear(ctx, width, width));
     ops.fillZero(this.outProj.bias!);
@@ -99,10 +99,10 @@ export class Transformer extends Module {
     const attnStd = width ** -0.5;
     const fcStd = (2 * width) ** -0.5;
     for (const b of this.resblocks) {
-      ops.fillFrom(b.attn.inProjWeight, ctx.rng.normalArray(b.attn.inProjWeight.size, attnStd));
-      ops.fillFrom(b.attn.outProj.weight, ctx.rng.normalArray(b.attn.outProj.weight.size, projStd));
-      ops.fillFrom(b.mlp.cFc.weight, ctx.rng.normalArray(b.mlp.cFc.weight.size, fcStd));
-      ops.fillFrom(b.mlp.cProj.weight, ctx.rng.normalArray(b.mlp.cProj.weight.size, projStd));
+      normalInit(ctx, b.attn.inProjWeight, attnStd);
+      normalInit(ctx, b.attn.outProj.weight, projStd);
+      normalInit(ctx, b.mlp.cFc.weight, fcStd);
+      normalInit(ctx, b.mlp.cProj.weight, projStd);
     }
   }
 }

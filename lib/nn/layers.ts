@@ -6,17 +6,26 @@ import { Random } from './random.js';
 import * as ops from '../ops/index.js';
 import { layerNorm } from '../ops/norm.js';
 import { conv2d, batchNorm2d } from '../ops/conv.js';
+import { fillFrom } from '../ops/inplace.js';
 
 export interface InitContext {
   rng: Random;
   device: Device;
+  /** Leave random initialisation out (the weights are about to be loaded). */
+  skipInit?: boolean;
 }
 
 export function randn(ctx: InitContext, shape: number[], std: number): Tensor {
+  if (ctx.skipInit) return Tensor.empty(shape, { device: ctx.device });
   return Tensor.from(ctx.rng.normalArray(shape.reduce((a, b) => a * b, 1), std), shape, { device: ctx.device });
 }
 export function uniform(ctx: InitContext, shape: number[], bound: number): Tensor {
+  if (ctx.skipInit) return Tensor.empty(shape, { device: ctx.device });
   return Tensor.from(ctx.rng.uniformArray(shape.reduce((a, b) => a * b, 1), -bound, bound), shape, { device: ctx.device });
+}
+/** Re-initialises an existing parameter from N(0, std) (CLIP's own initialisation of some layers). */
+export function normalInit(ctx: InitContext, t: Tensor, std: number): void {
+  if (!ctx.skipInit) fillFrom(t, ctx.rng.normalArray(t.size, std));
 }
 
 export class Linear extends Module {

@@ -4,3 +4,7 @@ export * from './shape.js';
 export * from './matmul.js';
 export * from './index-ops.js';
 export * from './inplace.js';
+export * from './conv.js';
+export * from './norm.js';
+export * from './attention.js';
+export * from './loss.js';

@@ -5,9 +5,11 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
-import { fromFloat32, toFloat32 } from '../io/raw.js';
-import { saveCLIP, loadStateDict } from '../models/load.js';
-import type { CLIP } from '../models/clip.js';
+import { fromFloat32, fromInt32, toFloat32, type RawTensor } from '../io/raw.js';
+import { loadCLIP, loadStateDict } from '../models/load.js';
+import { CLIP } from '../models/clip.js';
+import { Random } from '../nn/random.js';
+import type { Device } from '../tensor.js';
 import type { CLIPConfig } from '../models/config.js';
 import type { AdamW, AdamWStateDict } from '../optim/adamw.js';
 import type { DataPosition } from '../data/types.js';
@@ -49,7 +51,7 @@ export async function saveTrainingCheckpoint(
   await fsp.rm(tmp, { recursive: true, force: true });
   await fsp.mkdir(tmp);
   try {
-    await saveCLIP(model, path.join(tmp, 'model.safetensors'));
+    await saveModelWeights(model, path.join(tmp, 'model.safetensors'));
     const sd = optimizer.stateDict();
     const tensors = new Map<string, ReturnType<typeof fromFloat32>>();
     const steps: (number | null)[] = [];
@@ -136,4 +138,39 @@ export async function loadTrainingCheckpoint(ckpt: string, model: CLIP, optimize
   };
   optimizer.loadStateDict(sd);
   return state;
+}
+
+const CONFIG_KEY = 'tsclip.model';
+
+/** The model's parameters and buffers under their original names, with its full config in the metadata. */
+export async function saveModelWeights(model: CLIP, file: string): Promise<void> {
+  const tensors = new Map<string, RawTensor>();
+  for (const [name, t] of model.stateDict()) {
+    const v = t.toArraySync();
+    tensors.set(name, v instanceof Int32Array ? fromInt32(v, [...t.shape]) : fromFloat32(v as Float32Array, [...t.shape]));
+  }
+  await writeSafetensors(file, tensors, { format: 'openai-clip', [CONFIG_KEY]: JSON.stringify(model.config) });
+}
+
+/**
+ * A model to train or evaluate from a training checkpoint directory, a model.safetensors written by
+ * the trainer (any size, even below the 64-wide heads loadCLIP infers), or any checkpoint loadCLIP reads.
+ */
+export async function loadTrainedCLIP(p: string, opts: { device?: Device } = {}): Promise<CLIP> {
+  let file = p;
+  try {
+    if ((await fsp.stat(p)).isDirectory() && (await fsp.stat(path.join(p, 'model.safetensors')).catch(() => null))) file = path.join(p, 'model.safetensors');
+  } catch {
+    throw new Error(`model ${p}: no such file or directory`);
+  }
+  if (file.endsWith('.safetensors')) {
+    const st = await readSafetensors(file);
+    const cfg = st.metadata?.[CONFIG_KEY];
+    if (cfg) {
+      const model = new CLIP(JSON.parse(cfg), { rng: new Random(0), device: opts.device ?? 'cpu' });
+      loadStateDict(model, st.tensors, file);
+      return model;
+    }
+  }
+  return loadCLIP(file, { device: opts.device });
 }

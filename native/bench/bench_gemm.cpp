@@ -203,7 +203,7 @@ bool validate() {
   ok &= expect_error("bias", {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1}), view(p, {3}, {1})},
                      view(p + 2048, {1, 4, 4}, {16, 4, 1}), "bias must be float32[4]");
 
-  std::printf("validation (%s path, %d threads): %zu cases, worst error %.3g x tolerance, %s\n",
+  std::printf("validation (%s path, %d thread(s)): %zu cases, worst error %.3g x tolerance, %s\n",
               sgemm_path(), num_threads(), cases.size(), worst,
               failed || !ok ? "FAILED" : "ok");
   return failed == 0 && ok;

@@ -207,7 +207,7 @@ const char* sgemm_path() { return sgemm_detail::select_kernels().name; }
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-           const float* bias) {
+           const float* bias, int threads) {
   using namespace sgemm_detail;
   if (M <= 0 || N <= 0) return;
   const Problem p{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias};
@@ -217,7 +217,7 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alph
 
   // Split C into tm x tn rectangles, one per thread. Each task packs the A rows and B columns it
   // needs, so a split over N re-packs A and a split over M re-packs B: pick the cheaper one.
-  int threads = num_threads();
+  threads = threads > 0 ? std::min(threads, num_threads()) : num_threads();
   if (2.0 * double(M) * double(N) * double(K) < 4e6) threads = 1;  // not worth waking workers
   int64_t tm = 1, tn = 1;
   for (int64_t total = threads; total > 1 && tm * tn == 1; total--) {

@@ -8,11 +8,11 @@ namespace tsclip {
 // C[i,j] = alpha * sum_k op(A)[i,k] * op(B)[k,j] + beta * C[i,j] + bias[j]   (i < M, j < N)
 // op(A)[i,k] = transA ? A[k*lda + i] : A[i*lda + k]
 // op(B)[k,j] = transB ? B[j*ldb + k] : B[k*ldb + j]
-// beta == 0 never reads C (it may hold garbage); bias may be null. Runs on the thread pool, or
-// inline on the calling thread when called from inside a parallel region.
+// beta == 0 never reads C (it may hold garbage); bias may be null. Splits the work over up to
+// `threads` threads of the pool (0: all of them; from inside a parallel region it runs inline).
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-           const float* bias);
+           const float* bias, int threads = 0);
 
 // The micro-kernel family sgemm uses on this machine: "avx512", "avx2" or "generic".
 const char* sgemm_path();

@@ -17,7 +17,7 @@
 
 #define ATTN_ISA generic
 #define ATTN_NAME "generic"
-#define ATTN_VEC 4
+#define ATTN_VEC 4  // SSE2: 4-float vectors, two per chunk, 4 query rows per block
 #define ATTN_UNROLL 2
 #define ATTN_ROWS 4
 #define ATTN_KERNELS kernels_generic

@@ -1,4 +1,5 @@
-// The attention kernels compiled for AVX2 + FMA (16-float vectors are ymm register pairs).
+// The attention kernels compiled for AVX2 + FMA: 8-float ymm vectors, two per 16-column chunk,
+// 4 query rows per block (8 accumulators of the 16 registers).
 #define ATTN_ISA avx2
 #define ATTN_NAME "avx2"
 #define ATTN_VEC 8

@@ -102,7 +102,7 @@ void add_rows_t(const float* p, int64_t ldp, const float* a, int64_t dhp_rt, int
   }
 }
 
-// Maximum and sum of x[0..n) (n a multiple of CH is not needed), with vector partials.
+// Maximum and sum of x[0..n) with vector partials.
 float row_max(const float* x, int64_t n) {
   vf acc = vf{} - __builtin_inff();
   int64_t j = 0;
@@ -198,7 +198,7 @@ void fwd_head(const Problem& p, const Head& h, int64_t q0, int64_t q1, float* wo
         continue;
       }
       const float ms = row_max(sr, n) * p.scale, sc = p.scale;
-      for (int64_t j = 0; j < n; j++) sr[j] = vexp(sr[j] * sc - ms);
+      exp_affine<W>(sr, sc, ms, sr, n);
       const float l = row_sum(sr, n);
       zero(sr + n, nj - n);
       inv[r] = 1.0f / l;
@@ -267,11 +267,8 @@ void bwd_head(const Problem& p, const Head& h, float* work) {
       float D = 0.f;
       for (int64_t d = 0; d < dh; d++) D += dorow[d] * orow[d];
       const float lse = h.lse[i0 + r], sc = p.scale;
-      for (int64_t j = 0; j < n; j++) {
-        const float pj = vexp(prr[j] * sc - lse);
-        prr[j] = pj;
-        dsr[j] = pj * (dsr[j] - D) * sc;
-      }
+      exp_affine<W>(prr, sc, lse, prr, n);
+      for (int64_t j = 0; j < n; j++) dsr[j] = prr[j] * (dsr[j] - D) * sc;
       zero(prr + n, nj - n);
       zero(dsr + n, nj - n);
     }

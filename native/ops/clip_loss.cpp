@@ -59,11 +59,17 @@ void logits_tile(const Inputs& in, int64_t i0, int64_t rows, int64_t j0, int64_t
 inline void lse_merge(float& m, float& s, float m2, float s2) {
   if (s2 == 0.f) return;
   if (m2 > m) {
-    s = s * vexp(m - m2) + s2;
+    s = s * std::exp(m - m2) + s2;
     m = m2;
   } else {
-    s += s2 * vexp(m2 - m);
+    s += s2 * std::exp(m2 - m);
   }
+}
+
+// y[k] = exp(x[k] - m[k])
+inline void exp_diff(const float* x, const float* m, float* y, int64_t n) {
+  for (int64_t k = 0; k < n; k++) y[k] = x[k] - m[k];
+  exp_affine(y, 1.0f, 0.0f, y, n);
 }
 
 }  // namespace
@@ -99,7 +105,7 @@ void cpu_clip_loss_fwd(const OpArgs& a) {
           for (int64_t r = 0; r < rows; r++) {
             const float* t = tile.data() + r * kTile;
             const float m = rowops::max(t, cols);
-            for (int64_t k = 0; k < cols; k++) e[k] = vexp(t[k] - m);
+            exp_affine(t, 1.0f, m, e.data(), cols);
             lse_merge(rm[r], rs[r], m, rowops::sum(e.data(), cols));
           }
           // Columns: raise the running max first, then add this tile's terms row by row.
@@ -110,10 +116,11 @@ void cpu_clip_loss_fwd(const OpArgs& a) {
             const float* t = tile.data() + r * kTile;
             for (int64_t k = 0; k < cols; k++) m[k] = m[k] > t[k] ? m[k] : t[k];
           }
-          for (int64_t k = 0; k < cols; k++) s[k] *= vexp(e[k] - m[k]);  // exp(-inf) = 0 on the first tile
+          exp_diff(e.data(), m, e.data(), cols);  // exp(-inf) = 0 on the first tile
+          for (int64_t k = 0; k < cols; k++) s[k] *= e[k];
           for (int64_t r = 0; r < rows; r++) {
-            const float* t = tile.data() + r * kTile;
-            for (int64_t k = 0; k < cols; k++) s[k] += vexp(t[k] - m[k]);
+            exp_diff(tile.data() + r * kTile, m, e.data(), cols);
+            for (int64_t k = 0; k < cols; k++) s[k] += e[k];
           }
         }
         for (int64_t r = 0; r < rows; r++) plr[i0 + r] = rm[r] + std::log(rs[r]);
@@ -151,13 +158,14 @@ void cpu_clip_loss_bwd(const OpArgs& a) {
   float *pdi = dimg.ptr<float>(), *pdt = dtxt.ptr<float>();
 
   // Overwrites a logits tile with d loss / d L; adds sum(dL * L) to *ds when given.
-  auto to_grad = [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, float* tile, float* e, double* ds) {
+  auto to_grad = [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, float* tile, float* e, float* e2,
+                     double* ds) {
     for (int64_t r = 0; r < rows; r++) {
       float* t = tile + r * kTile;
       const int64_t i = i0 + r, kd = i - j0;
-      const float lr = plr[i];
-      const float* lc = plc + j0;
-      for (int64_t k = 0; k < cols; k++) e[k] = g * (vexp(t[k] - lr) + vexp(t[k] - lc[k]));
+      exp_affine(t, 1.0f, plr[i], e, cols);  // softmax over the row
+      exp_diff(t, plc + j0, e2, cols);       // softmax over each column
+      for (int64_t k = 0; k < cols; k++) e[k] = g * (e[k] + e2[k]);
       if (kd >= 0 && kd < cols) e[kd] -= 2.f * g;  // the matching pair: minus one in both softmaxes
       if (ds) *ds += double(rowops::dot(e, t, cols));
       for (int64_t k = 0; k < cols; k++) t[k] = e[k];
@@ -167,14 +175,14 @@ void cpu_clip_loss_bwd(const OpArgs& a) {
   // dimg = scale * G @ txt and ds = sum(G * L), one block of rows at a time.
   std::vector<double> ds_part(static_cast<size_t>(chunks), 0.0);
   parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<float> tile(static_cast<size_t>(kTile * kTile)), e(static_cast<size_t>(kTile));
+    std::vector<float> tile(static_cast<size_t>(kTile * kTile)), e(static_cast<size_t>(kTile)), e2(e);
     for (int64_t c = c0; c < c1; c++) {
       for (int64_t ib = blocks * c / chunks; ib < blocks * (c + 1) / chunks; ib++) {
         const int64_t i0 = ib * kTile, rows = std::min(kTile, N - i0);
         for (int64_t j0 = 0; j0 < N; j0 += kTile) {
           const int64_t cols = std::min(kTile, N - j0);
           logits_tile(in, i0, rows, j0, cols, tile.data());
-          to_grad(i0, rows, j0, cols, tile.data(), e.data(), &ds_part[size_t(c)]);
+          to_grad(i0, rows, j0, cols, tile.data(), e.data(), e2.data(), &ds_part[size_t(c)]);
           sgemm(false, false, rows, D, cols, in.scale, tile.data(), kTile, in.txt + j0 * D, D, j0 == 0 ? 0.f : 1.f,
                 pdi + i0 * D, D, nullptr);
         }
@@ -183,14 +191,14 @@ void cpu_clip_loss_bwd(const OpArgs& a) {
   });
   // dtxt = scale * G^T @ img, one block of columns at a time (the tiles are recomputed).
   parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<float> tile(static_cast<size_t>(kTile * kTile)), e(static_cast<size_t>(kTile));
+    std::vector<float> tile(static_cast<size_t>(kTile * kTile)), e(static_cast<size_t>(kTile)), e2(e);
     for (int64_t c = c0; c < c1; c++) {
       for (int64_t jb = blocks * c / chunks; jb < blocks * (c + 1) / chunks; jb++) {
         const int64_t j0 = jb * kTile, cols = std::min(kTile, N - j0);
         for (int64_t i0 = 0; i0 < N; i0 += kTile) {
           const int64_t rows = std::min(kTile, N - i0);
           logits_tile(in, i0, rows, j0, cols, tile.data());
-          to_grad(i0, rows, j0, cols, tile.data(), e.data(), nullptr);
+          to_grad(i0, rows, j0, cols, tile.data(), e.data(), e2.data(), nullptr);
           sgemm(true, false, cols, D, rows, in.scale, tile.data(), kTile, in.img + i0 * D, D, i0 == 0 ? 0.f : 1.f,
                 pdt + j0 * D, D, nullptr);
         }

@@ -98,19 +98,19 @@ void cpu_gemm(const OpArgs& args) {
     sgemm(false, b.trans, batch * M, N, K, alpha, a.data, lda, b.data, b.ld, beta, c, N, bias);
     return;
   }
-  auto one = [&](int64_t i) {
+  auto one = [&](int64_t i, int threads) {
     sgemm(a.trans, b.trans, M, N, K, alpha, a.data + i * a.batch_stride, a.ld,
-          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias);
+          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias, threads);
   };
-  // Many small products: one per thread beats splitting each one (sgemm then runs inline).
+  // Many small products: one thread each beats splitting every one of them.
   const double flops = 2.0 * double(M) * double(N) * double(K);
   if (batch > 1 && num_threads() > 1 && (batch >= 4 * num_threads() || flops < 8e6)) {
     parallel_for(batch, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; i++) one(i);
+      for (int64_t i = lo; i < hi; i++) one(i, 1);
     });
     return;
   }
-  for (int64_t i = 0; i < batch; i++) one(i);
+  for (int64_t i = 0; i < batch; i++) one(i, 0);
 }
 
 }  // namespace tsclip

@@ -588,8 +588,9 @@ inline cudaError_t gemm_launch_wgmma_t(const GemmParams& p, cudaStream_t s) {
 }
 
 // Chooses a path (or takes `want`, falling back when the operands do not fit it) and launches.
-// `used` reports the path taken.
-inline cudaError_t gemm_launch(const GemmParams& p, cudaStream_t s, int sm_major, GemmPath want, GemmPath* used) {
+// `used` reports the path taken; wg_bn forces wgmma's tile width (128 or 256; 0 chooses).
+inline cudaError_t gemm_launch(const GemmParams& p, cudaStream_t s, int sm_major, GemmPath want, GemmPath* used,
+                               int wg_bn = 0) {
   bool ak = false, bk = false;
   const bool mma_ok = gemm_mma_eligible(p, &ak, &bk);
   const bool wg_ok = mma_ok && gemm_wgmma_eligible(p, sm_major);
@@ -599,7 +600,7 @@ inline cudaError_t gemm_launch(const GemmParams& p, cudaStream_t s, int sm_major
   if (path == GemmPath::Mma && !mma_ok) path = GemmPath::Simple;
   if (path == GemmPath::Wgmma) {
     // wide tiles halve the loads per flop when there are enough of them to fill the device
-    const bool wide = p.N % 256 == 0 && double((p.M + 127) / 128) * (p.N / 256) * p.batch >= 132;
+    const bool wide = wg_bn ? wg_bn == 256 : p.N % 256 == 0 && double((p.M + 127) / 128) * (p.N / 256) * p.batch >= 132;
     cudaError_t e = wide ? gemm_launch_wgmma_t<256>(p, s) : gemm_launch_wgmma_t<128>(p, s);
     if (e != cudaErrorNotSupported) {
       if (used) *used = path;

@@ -17,6 +17,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../cpu/strided.h"
 #include "../cpu/threadpool.h"
 #include "../tensor.h"
@@ -123,6 +127,133 @@ void horizontal_row_dispatch(const uint8_t* in, uint8_t* out, const Axis& h, int
   }
 }
 
+#if defined(__SSE2__) && !defined(TSCLIP_IMAGE_NO_SIMD)
+#define TSCLIP_IMAGE_SSE2 1
+// SSE2 passes. pmaddwd multiplies int16 pairs and adds each pair into an int32 lane; the 22-bit
+// weights do not fit int16, so each is split as k = hi * 2048 + lo with lo in [0, 2048) and the
+// two sums are recombined exactly. Integer sums do not depend on their order (nothing overflows),
+// so the results are PIL's bit for bit.
+constexpr int kSplitBits = 11;
+
+inline int16_t weight_lo(int32_t k) { return int16_t(k & ((1 << kSplitBits) - 1)); }
+inline int16_t weight_hi(int32_t k) { return int16_t(k >> kSplitBits); }  // arithmetic shift
+
+// The split weights of one axis, each output's padded with zeros to a multiple of 8.
+struct SplitWeights {
+  int taps8 = 0;
+  std::vector<int16_t> lo, hi;
+};
+
+// Whether every weight's high part fits int16 (always for bicubic, whose weights stay near 1;
+// checked so that the split can never be wrong).
+bool weights_split(const Axis& ax) {
+  for (int32_t k : ax.kk)
+    if ((k >> kSplitBits) > INT16_MAX || (k >> kSplitBits) < INT16_MIN) return false;
+  return true;
+}
+
+SplitWeights split_weights(const Axis& ax, int out_size) {
+  SplitWeights w;
+  w.taps8 = (ax.ksize + 7) / 8 * 8;
+  w.lo.assign(size_t(out_size) * size_t(w.taps8), 0);
+  w.hi.assign(size_t(out_size) * size_t(w.taps8), 0);
+  for (int i = 0; i < out_size; i++)
+    for (int x = 0; x < ax.ksize; x++) {
+      const int32_t k = ax.kk[size_t(i) * size_t(ax.ksize) + size_t(x)];
+      w.lo[size_t(i) * size_t(w.taps8) + size_t(x)] = weight_lo(k);
+      w.hi[size_t(i) * size_t(w.taps8) + size_t(x)] = weight_hi(k);
+    }
+  return w;
+}
+
+inline int32_t hsum(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(v);
+}
+
+// One row of the horizontal pass. The row is split into int16 channel planes of stride
+// in_w + taps8 whose tails the caller has zeroed, so the padded taps read zeros (or pixels with
+// zero weight); each output channel is then a dot product 8 taps at a time.
+void horizontal_row_sse2(const uint8_t* in, uint8_t* out, const Axis& h, const SplitWeights& w, int in_w, int out_w,
+                         int C, int16_t* planes) {
+  const int64_t stride = int64_t(in_w) + w.taps8;
+  for (int c = 0; c < C; c++) {
+    int16_t* pl = planes + c * stride;
+    for (int x = 0; x < in_w; x++) pl[x] = in[int64_t(x) * C + c];
+  }
+  for (int xx = 0; xx < out_w; xx++) {
+    const int16_t* lo = &w.lo[size_t(xx) * size_t(w.taps8)];
+    const int16_t* hi = &w.hi[size_t(xx) * size_t(w.taps8)];
+    const int64_t f = h.first[size_t(xx)];
+    for (int c = 0; c < C; c++) {
+      const int16_t* p = planes + c * stride + f;
+      __m128i al = _mm_setzero_si128(), ah = _mm_setzero_si128();
+      for (int j = 0; j < w.taps8; j += 8) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j));
+        al = _mm_add_epi32(al, _mm_madd_epi16(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(lo + j))));
+        ah = _mm_add_epi32(ah, _mm_madd_epi16(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi + j))));
+      }
+      const uint32_t sum = uint32_t(kHalf) + (uint32_t(hsum(ah)) << kSplitBits) + uint32_t(hsum(al));
+      out[int64_t(xx) * C + c] = clip8(int32_t(sum));
+    }
+  }
+}
+
+// Output rows [y0, y1) of the vertical pass: taps are taken in pairs, the two source rows'
+// bytes interleaved so that one pmaddwd applies both weights; 16 bytes per step, 16 int32 lanes
+// kept in registers across all taps.
+void vertical_rows_sse2(const uint8_t* vin, int64_t vin_row, int vin_first, uint8_t* d, int64_t out_row, const Axis& v,
+                        int64_t y0, int64_t y1) {
+  std::vector<int32_t> wl(size_t(v.ksize / 2 + 1)), wh(size_t(v.ksize / 2 + 1));  // int16 weight pairs
+  const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(kHalf);
+  for (int64_t yy = y0; yy < y1; yy++) {
+    const int32_t* k = &v.kk[size_t(yy) * size_t(v.ksize)];
+    const int n = v.count[size_t(yy)], pairs = (n + 1) / 2;
+    const uint8_t* rows = vin + int64_t(v.first[size_t(yy)] - vin_first) * vin_row;
+    for (int q = 0; q < pairs; q++) {
+      const int32_t k0 = k[2 * q], k1 = 2 * q + 1 < n ? k[2 * q + 1] : 0;
+      wl[size_t(q)] = int32_t(uint32_t(uint16_t(weight_lo(k0))) | (uint32_t(uint16_t(weight_lo(k1))) << 16));
+      wh[size_t(q)] = int32_t(uint32_t(uint16_t(weight_hi(k0))) | (uint32_t(uint16_t(weight_hi(k1))) << 16));
+    }
+    uint8_t* o = d + yy * out_row;
+    int64_t e = 0;
+    for (; e + 16 <= out_row; e += 16) {
+      __m128i l0 = zero, l1 = zero, l2 = zero, l3 = zero, h0 = zero, h1 = zero, h2 = zero, h3 = zero;
+      for (int q = 0; q < pairs; q++) {
+        const uint8_t* r = rows + int64_t(2 * q) * vin_row + e;
+        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r));
+        const __m128i b = 2 * q + 1 < n ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + vin_row)) : zero;
+        const __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+        const __m128i x0 = _mm_unpacklo_epi8(ab0, zero), x1 = _mm_unpackhi_epi8(ab0, zero);
+        const __m128i x2 = _mm_unpacklo_epi8(ab1, zero), x3 = _mm_unpackhi_epi8(ab1, zero);
+        const __m128i kl = _mm_set1_epi32(wl[size_t(q)]), kh = _mm_set1_epi32(wh[size_t(q)]);
+        l0 = _mm_add_epi32(l0, _mm_madd_epi16(x0, kl));
+        l1 = _mm_add_epi32(l1, _mm_madd_epi16(x1, kl));
+        l2 = _mm_add_epi32(l2, _mm_madd_epi16(x2, kl));
+        l3 = _mm_add_epi32(l3, _mm_madd_epi16(x3, kl));
+        h0 = _mm_add_epi32(h0, _mm_madd_epi16(x0, kh));
+        h1 = _mm_add_epi32(h1, _mm_madd_epi16(x1, kh));
+        h2 = _mm_add_epi32(h2, _mm_madd_epi16(x2, kh));
+        h3 = _mm_add_epi32(h3, _mm_madd_epi16(x3, kh));
+      }
+      // (hi << 11) + lo + half, then >> 22; the two saturating packs clip to [0, 255] as clip8.
+      auto fin = [&](__m128i l, __m128i h) {
+        return _mm_srai_epi32(_mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(h, kSplitBits), l), half), kPrecisionBits);
+      };
+      const __m128i p01 = _mm_packs_epi32(fin(l0, h0), fin(l1, h1));
+      const __m128i p23 = _mm_packs_epi32(fin(l2, h2), fin(l3, h3));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + e), _mm_packus_epi16(p01, p23));
+    }
+    for (; e < out_row; e++) {
+      int32_t acc = kHalf;
+      for (int t = 0; t < n; t++) acc += int32_t(rows[int64_t(t) * vin_row + e]) * k[t];
+      o[e] = clip8(acc);
+    }
+  }
+}
+#endif
+
 // Grain for row loops: about 64K touched bytes per task.
 int64_t rows_grain(int64_t row_bytes, int64_t taps) {
   return std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, row_bytes * std::max<int64_t>(1, taps)));
@@ -201,17 +332,37 @@ void cpu_resample_bicubic(const OpArgs& a) {
       hout = tmp.data();
     }
     const uint8_t* hin = s + int64_t(ybox_first) * in_row;
-    parallel_for(tmp_h, rows_grain(out_row, h.ksize), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) horizontal_row_dispatch(hin + r * in_row, hout + r * out_row, h, xsize, C);
-    });
+#ifdef TSCLIP_IMAGE_SSE2
+    if (C <= 4 && weights_split(h)) {
+      const SplitWeights hw = split_weights(h, xsize);
+      parallel_for(tmp_h, rows_grain(out_row, h.ksize), [&](int64_t r0, int64_t r1) {
+        std::vector<int16_t> planes(size_t(C) * size_t(W + hw.taps8), 0);  // tails stay zero
+        for (int64_t r = r0; r < r1; r++)
+          horizontal_row_sse2(hin + r * in_row, hout + r * out_row, h, hw, int(W), xsize, int(C), planes.data());
+      });
+    } else
+#endif
+    {
+      parallel_for(tmp_h, rows_grain(out_row, h.ksize), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++) horizontal_row_dispatch(hin + r * in_row, hout + r * out_row, h, xsize, C);
+      });
+    }
     if (!need_v) return;
     vin = tmp.data();
     vin_row = out_row;
     vin_first = ybox_first;
   }
 
-  // Vertical pass: each output row is a weighted sum of whole input rows, accumulated row by row so
-  // the inner loop runs over contiguous bytes (and vectorises).
+  // Vertical pass: each output row is a weighted sum of whole input rows.
+#ifdef TSCLIP_IMAGE_SSE2
+  if (weights_split(v)) {
+    parallel_for(ysize, rows_grain(out_row, v.ksize), [&](int64_t y0, int64_t y1) {
+      vertical_rows_sse2(vin, vin_row, vin_first, d, out_row, v, y0, y1);
+    });
+    return;
+  }
+#endif
+  // Portable version: accumulated row by row so that the inner loop runs over contiguous bytes.
   parallel_for(ysize, rows_grain(out_row, v.ksize), [&](int64_t y0, int64_t y1) {
     std::vector<int32_t> acc(static_cast<size_t>(out_row));
     for (int64_t yy = y0; yy < y1; yy++) {

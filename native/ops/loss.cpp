@@ -56,7 +56,7 @@ void cpu_cross_entropy_fwd(const OpArgs& a) {
     for (int64_t i = r0; i < r1; i++) {
       const float* xr = px + i * d.C;
       const float m = rowops::max(xr, d.C);
-      for (int64_t j = 0; j < d.C; j++) e[j] = vexp(xr[j] - m);
+      exp_affine(xr, 1.0f, m, e.data(), d.C);
       const float l = m + std::log(rowops::sum(e.data(), d.C));
       plse[i] = l;
       ploss[i] = l - xr[pl[i]];
@@ -81,7 +81,8 @@ void cpu_cross_entropy_bwd(const OpArgs& a) {
     for (int64_t i = r0; i < r1; i++) {
       const float *xr = px + i * d.C, l = plse[i], g = pdl[i * sdl];
       float* dr = pdx + i * d.C;
-      for (int64_t j = 0; j < d.C; j++) dr[j] = g * vexp(xr[j] - l);
+      exp_affine(xr, 1.0f, l, dr, d.C);
+      for (int64_t j = 0; j < d.C; j++) dr[j] *= g;
       dr[pl[i]] -= g;
     }
   });

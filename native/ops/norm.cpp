@@ -201,7 +201,7 @@ void cpu_softmax_fwd(const OpArgs& a) {
         for (int64_t j = 0; j < Sk; j++) yr[j] = 0.f;
         continue;
       }
-      for (int64_t j = 0; j < vis; j++) yr[j] = vexp(yr[j] - m);
+      exp_affine(yr, 1.0f, m, yr, vis);
       const float inv = 1.0f / rowops::sum(yr, vis);
       for (int64_t j = 0; j < vis; j++) yr[j] *= inv;
       for (int64_t j = vis; j < Sk; j++) yr[j] = 0.f;

@@ -587,6 +587,67 @@ void test_image() {
   }
 }
 
+// bfloat16 operands, which only the CUDA kernels take: compared with the CPU kernel on float32
+// copies of the same (bf16-rounded) values; the output's bf16 rounding bounds the difference.
+Tensor as(DType dt, const Tensor& t) {
+  Tensor r = make(dt, t.shape, 0);
+  for (int64_t i = 0; i < t.numel(); i++) r.set(i, t.get(i));
+  return r;
+}
+void test_bf16() {
+  Rng rng(12);
+  const double tol = 1.0 / 128;  // two bf16 ulps
+  {
+    Tensor a = as(DType::BF16, randn({4, 6}, rng)), b = randn({4, 6}, rng);
+    Tensor y32 = make(DType::F32, {4, 6}), y16 = make(DType::BF16, {4, 6});
+    Tensor a32 = as(DType::F32, a);
+    cpu_binary(args_of("binary", {&a32, &b}, {&y32}, {int(BinaryKind::Mul)}));
+    cuda_binary(args_of("binary", {&a, &b}, {&y16}, {int(BinaryKind::Mul)}));
+    expect_close("bf16 binary", y32, y16, 1e-6, tol);
+  }
+  for (int k : {int(UnaryKind::QuickGelu), int(UnaryKind::Gelu), int(UnaryKind::Tanh)}) {
+    Tensor x = as(DType::BF16, randn({300}, rng, -4, 4)), x32 = as(DType::F32, x);
+    Tensor y32 = make(DType::F32, {300}), y = make(DType::F32, {300});
+    cpu_unary(args_of("unary", {&x32}, {&y32}, {k}));
+    cuda_unary(args_of("unary", {&x}, {&y}, {k}));
+    expect_close("bf16 unary kind " + std::to_string(k), y32, y, 1e-6, 2e-6);
+  }
+  {
+    Tensor x = as(DType::BF16, randn({9, 96}, rng, -3, 5)), x32 = as(DType::F32, x);
+    Tensor w = randn({96}, rng, 0.5, 1.5), b = randn({96}, rng);
+    Tensor y32 = make(DType::F32, {9, 96}), y = make(DType::BF16, {9, 96});
+    Tensor m32 = make(DType::F32, {9}), r32 = make(DType::F32, {9}), m = make(DType::F32, {9}), r = make(DType::F32, {9});
+    cpu_layernorm_fwd(args_of("layernorm_fwd", {&x32, &w, &b}, {&y32, &m32, &r32}, {}, {1e-5}));
+    cuda_layernorm_fwd(args_of("layernorm_fwd", {&x, &w, &b}, {&y, &m, &r}, {}, {1e-5}));
+    expect_close("bf16 layernorm y", y32, y, 1e-2, tol);
+    expect_close("bf16 layernorm rstd", r32, r, 1e-6, 1e-5);
+  }
+  {
+    Tensor x = as(DType::BF16, randn({2, 5, 40}, rng, -5, 5)), x32 = as(DType::F32, x);
+    Tensor y32 = make(DType::F32, {2, 5, 40}), y = make(DType::BF16, {2, 5, 40});
+    cpu_softmax_fwd(args_of("softmax_fwd", {&x32, nullptr}, {&y32}, {1}));
+    cuda_softmax_fwd(args_of("softmax_fwd", {&x, nullptr}, {&y}, {1}));
+    expect_close("bf16 softmax", y32, y, 1e-6, tol);
+  }
+  {
+    Tensor x = as(DType::BF16, randn({2, 3, 8, 8}, rng)), w = as(DType::BF16, randn({5, 3, 3, 3}, rng, -0.5, 0.5));
+    Tensor x32 = as(DType::F32, x), w32 = as(DType::F32, w);
+    Tensor y32 = make(DType::F32, {2, 5, 8, 8}), y = make(DType::F32, {2, 5, 8, 8});
+    cpu_conv2d_fwd(args_of("conv2d_fwd", {&x32, &w32, nullptr}, {&y32}, {1, 1}));
+    cuda_conv2d_fwd(args_of("conv2d_fwd", {&x, &w, nullptr}, {&y}, {1, 1}));
+    expect_close("bf16 conv2d_fwd", y32, y, 1e-4, 1e-4);
+  }
+  {
+    Tensor g = as(DType::BF16, randn({515}, rng)), g32 = as(DType::F32, g);
+    Tensor p = randn({515}, rng), m = randn({515}, rng, -0.01, 0.01), v = randn({515}, rng, 0, 0.01);
+    Tensor pc = p.clone(), mc = m.clone(), vc = v.clone();
+    std::vector<double> hyper = {1e-3, 0.9, 0.98, 1e-6, 0.2, 0.1, 0.02};
+    cpu_adamw(args_of("adamw", {&g32}, {&pc, &mc, &vc}, {}, hyper));
+    cuda_adamw(args_of("adamw", {&g}, {&p, &m, &v}, {}, hyper));
+    expect_close("bf16-grad adamw param", pc, p, 1e-7, 1e-6);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -599,7 +660,7 @@ int main() {
                 {"index", test_index},            {"norms", test_norms},
                 {"softmax", test_softmax},        {"loss/optim", test_loss_optim},
                 {"conv", test_conv},              {"batchnorm/pool", test_batchnorm_pool},
-                {"image", test_image}};
+                {"image", test_image},            {"bfloat16", test_bf16}};
   for (auto& g : groups) {
     int before = g_failures;
     try {
