@@ -14,3 +14,9 @@ export { CONFIGS, resolveConfig, CLIP_MEAN, CLIP_STD, type CLIPConfig, type VitC
 export { Module, ModuleList } from './nn/module.js';
 export { Random } from './nn/random.js';
 export { AdamW, type AdamWOptions, type AdamWStateDict, type ParamGroup, type ParamGroupInput } from './optim/adamw.js';
+export * from './zeroshot/index.js';
+export { pipeline, DEFAULT_HYPOTHESIS_TEMPLATE, type ZeroShotImageClassificationPipeline, type ZeroShotImageClassificationOutput, type PipelineOptions } from './pipeline.js';
+export * from './retrieval/index.js';
+export * from './probe/index.js';
+export { decodeImage, decodeImageAsStored, toRGB, modeOf, SUPPORTED_FORMATS, type RawImage, type ImageInput, type DecodeOptions, type PilMode } from './image/decode.js';
+export { preprocess, resizeShorterSide, centerCrop, clipCrop, resizePIL, resampleBicubic, resampleNearest, resizedSize, type PreprocessOptions, type Box } from './image/preprocess.js';

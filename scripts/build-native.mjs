@@ -25,13 +25,16 @@ function findNvcc() {
   return null;
 }
 
+const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
+const run = (args) => spawnSync(process.execPath, [cmakeJs, ...args, '-d', root, '-O', join(root, 'build')], { stdio: 'inherit', cwd: root }).status === 0;
+
 function build(cuda) {
-  const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
-  const args = [cmakeJs, 'build', '-d', root, '-O', join(root, 'build'), '-p', String(Math.max(1, cpus().length)),
-    `--CDTSCLIP_CUDA=${cuda ? 'ON' : 'OFF'}`, `--CDTSCLIP_VERSION=${pkg.version}`];
-  if (cuda && nvcc !== 'nvcc') args.push(`--CDCMAKE_CUDA_COMPILER=${nvcc}`);
+  const defs = [`--CDTSCLIP_CUDA=${cuda ? 'ON' : 'OFF'}`, `--CDTSCLIP_VERSION=${pkg.version}`];
+  if (cuda && nvcc !== 'nvcc') defs.push(`--CDCMAKE_CUDA_COMPILER=${nvcc}`);
+  if (cuda && process.env.TSCLIP_CUDA_ARCHS) defs.push(`--CDTSCLIP_CUDA_ARCHS=${process.env.TSCLIP_CUDA_ARCHS}`);
   console.log(`tsclip: building the native addon (${cuda ? 'CPU + CUDA' : 'CPU only'})`);
-  return spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root }).status === 0;
+  // Configure every time: `cmake-js build` alone keeps an earlier cache and its CUDA setting.
+  return run(['configure', ...defs]) && run(['build', '-p', String(Math.max(1, cpus().length))]);
 }
 
 const nvcc = mode === 'off' ? null : findNvcc();
@@ -51,5 +54,5 @@ if (nvcc) {
   console.log('tsclip: nvcc not found; building the CPU backend only (TSCLIP_CUDA=on to require CUDA)');
 }
 // A clean configure: a cache from a CUDA attempt would keep the CUDA language enabled.
-spawnSync(process.execPath, [join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js'), 'clean', '-d', root, '-O', join(root, 'build')], { stdio: 'ignore' });
+if (nvcc) run(['clean']);
 process.exit(build(false) ? 0 : 1);

@@ -120,6 +120,26 @@ describe('checkpoints and resumption', () => {
     }
   });
 
+  it('SIGINT during a run saves a checkpoint at the current step and returns', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'tsclip-train-'));
+    try {
+      const run = microRun(root, { checkpointEvery: 100 });
+      const before = process.listenerCount('SIGINT');
+      run.trainer.on('step', (m) => {
+        // the trainer's own handler (the last one registered), called as the signal would
+        if (m.step === 2) (process.listeners('SIGINT').at(-1) as (s: string) => void)('SIGINT');
+      });
+      const r = await run.trainer.fit(run.data, { steps: 6 });
+      expect(r.stoppedBy).toBe('signal');
+      expect(r.steps).toBe(2);
+      expect((await listCheckpoints(join(root, 'checkpoints'))).map((c) => c.step)).toEqual([2]);
+      expect(process.listenerCount('SIGINT')).toBe(before);
+      run.model.dispose();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('a non-finite loss stops with the step named and the last good checkpoint intact', async () => {
     const root = mkdtempSync(join(tmpdir(), 'tsclip-train-'));
     try {

@@ -11,12 +11,12 @@ import { formatSeconds } from '../train/progress.js';
 import { flagHelp, parseArgs, UsageError, type FlagSpec } from './args.js';
 
 const FLAGS: FlagSpec = {
-  steps: { type: 'number', default: 300, help: 'optimizer steps' },
+  steps: { type: 'number', default: 600, help: 'optimizer steps (fewer when they would not fit in --max-seconds)' },
   'batch-size': { type: 'number', default: 128, help: 'scenes per step' },
   lr: { type: 'number', default: 2e-3, help: 'peak learning rate' },
   warmup: { type: 'number', default: 40, help: 'warm-up steps' },
   model: { type: 'string', default: 'tiny-vit', help: 'small configuration (tiny-vit, small-vit, tiny-rn, small-rn)' },
-  'max-seconds': { type: 'number', default: 170, help: 'stop training after this long (the schedule is kept)' },
+  'max-seconds': { type: 'number', default: 165, help: 'stop training after this long (the schedule is kept)' },
   'eval-size': { type: 'number', default: 400, help: 'held-out scenes to evaluate' },
   seed: { type: 'number', default: 0, help: 'seed for weights and data' },
   out: { type: 'string', help: 'run directory for metrics.jsonl, the loss plot and the final model' },
@@ -47,7 +47,8 @@ export async function runDemo(argv: string[], log: (s: string) => void = console
     return null;
   }
   const num = (k: string) => flags[k] as number;
-  const steps = num('steps'), batch = num('batch-size');
+  let steps = num('steps');
+  const batch = num('batch-size');
   if (!Number.isInteger(steps) || steps < 1) throw new UsageError(`--steps must be a positive integer, got ${steps}`);
   if (!Number.isInteger(batch) || batch < 2) throw new UsageError(`--batch-size must be an integer >= 2, got ${batch}`);
   const seed = num('seed');
@@ -64,11 +65,24 @@ export async function runDemo(argv: string[], log: (s: string) => void = console
   const data = new DataLoader(train, {
     batchSize: batch, contextLength: 16, seed, tokenize: (c) => tok.tokenizeToArray(c, { contextLength: 16 }),
   });
+  // Fit the schedule to the time limit: time a few steps of a throw-away copy on this machine.
+  const maxSec = num('max-seconds');
+  const probe = createCLIP(cfg, { seed, device: flags.device as 'cpu' | 'cuda' });
+  const probeTrainer = new Trainer(probe, { lr: 0, handleSigint: false });
+  const at: number[] = [];
+  probeTrainer.on('step', () => at.push(performance.now()));
+  await probeTrainer.fit(data, { steps: 6 });
+  const perStep = (at[5] - at[1]) / 4000; // the first steps pay for allocations
+  probeTrainer.optimizer.dispose();
+  probe.dispose();
+  const fitted = Math.max(10, Math.min(steps, Math.floor((maxSec * 0.9) / perStep)));
+  if (fitted < steps) log(`${perStep.toFixed(2)} s per step here: ${fitted} steps fit in ${maxSec} s`);
+  steps = fitted;
   log(`training ${flags.model} (${(nParams / 1e6).toFixed(2)}M parameters, ${R}px) on generated shapes: ${steps} steps of ${batch}`);
   const trainer = new Trainer(model, {
     lr: num('lr'), warmup: num('warmup'), weightDecay: 0.1, seed, outDir: (flags.out as string | undefined) ?? null, gradClipNorm: 1,
   });
-  const maxMs = num('max-seconds') * 1000;
+  const maxMs = maxSec * 1000;
   const t0 = performance.now();
   trainer.on('step', (m) => {
     if (performance.now() - t0 > maxMs) trainer.stop();

@@ -4,6 +4,11 @@ import { UsageError } from './args.js';
 import { infoCommand } from './info.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { convertCommand } from './convert.js';
+import { classifyCommand } from './classify.js';
+import { embedCommand } from './embed.js';
+import { searchCommand } from './search.js';
+import { probeCommand } from './probe.js';
+import { evalCommand } from './eval.js';
 
 interface Command {
   summary: string;
@@ -12,6 +17,11 @@ interface Command {
 
 const commands: Record<string, Command> = {
   info: { summary: 'version, backends, CUDA devices, CPU features, threads', run: (argv) => infoCommand(argv.includes('--json')) },
+  classify: { summary: 'zero-shot labels for images (a table, or --json)', run: classifyCommand },
+  embed: { summary: 'embed images and texts into a searchable index (resumable)', run: embedCommand },
+  search: { summary: 'text -> image and image -> image search in an index', run: searchCommand },
+  probe: { summary: 'linear probe (logistic regression) on frozen image features', run: probeCommand },
+  eval: { summary: 'zero-shot, linear probe and retrieval on fashion-mnist, shapes or a folder', run: evalCommand },
   convert: { summary: 'convert a checkpoint between .pt, safetensors and HF formats', run: convertCommand },
   tokenizer: { summary: 'train a byte-level BPE vocabulary (tokenizer train --help)', run: tokenizerCommand },
 };

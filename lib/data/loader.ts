@@ -3,6 +3,7 @@
 // and the next batches assembled ahead of the consumer.
 import { Random } from '../nn/random.js';
 import type { Batch, BatchSource, DataPosition, DataStats, Dataset, Example } from './types.js';
+import { DataCounters } from './counters.js';
 
 export interface LoaderOptions {
   batchSize: number;
@@ -28,8 +29,7 @@ export class DataLoader implements BatchSource {
   private readonly seed: number;
   private readonly shuffle: boolean;
   private readonly prefetch: number;
-  private readonly maxBad: number;
-  private readonly counters: DataStats = { examples: 0, skipped: 0, skippedReasons: {}, waitMs: 0 };
+  private readonly count: DataCounters;
 
   constructor(readonly dataset: Dataset, private readonly opts: LoaderOptions) {
     if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new Error(`DataLoader: batch size must be an integer >= 1, got ${opts.batchSize}`);
@@ -40,7 +40,7 @@ export class DataLoader implements BatchSource {
     this.seed = opts.seed ?? 0;
     this.shuffle = opts.shuffle ?? true;
     this.prefetch = Math.max(1, opts.prefetch ?? 2);
-    this.maxBad = opts.maxBadFraction ?? 0.5;
+    this.count = new DataCounters(dataset.name, opts.maxBadFraction ?? 0.5);
   }
 
   batchesPerEpoch(): number {
@@ -48,17 +48,11 @@ export class DataLoader implements BatchSource {
   }
 
   stats(): DataStats {
-    return { ...this.counters, skippedReasons: { ...this.counters.skippedReasons } };
+    return this.count.snapshot();
   }
 
   private bad(reason: string): void {
-    this.counters.skipped++;
-    this.counters.skippedReasons[reason] = (this.counters.skippedReasons[reason] ?? 0) + 1;
-    const tried = this.counters.examples + this.counters.skipped;
-    if (tried >= 20 && this.counters.skipped / tried > this.maxBad) {
-      const reasons = Object.entries(this.counters.skippedReasons).map(([k, v]) => `${v} x ${k}`).join('; ');
-      throw new Error(`data ${this.dataset.name}: ${this.counters.skipped} of ${tried} examples are unusable (more than ${Math.round(this.maxBad * 100)}%): ${reasons}`);
-    }
+    this.count.bad(reason);
   }
 
   private async load(index: number): Promise<Example | null> {
@@ -66,7 +60,7 @@ export class DataLoader implements BatchSource {
     try {
       ex = await this.dataset.get(index);
     } catch (e) {
-      this.bad(shortReason((e as Error).message));
+      this.bad((e as Error).message);
       return null;
     }
     const R = this.dataset.imageSize;
@@ -82,7 +76,7 @@ export class DataLoader implements BatchSource {
       this.bad(`image is not 3x${R}x${R}`);
       return null;
     }
-    this.counters.examples++;
+    this.count.good();
     return ex;
   }
 
@@ -132,15 +126,9 @@ export class DataLoader implements BatchSource {
     for (;;) {
       const t0 = performance.now();
       const item = await queue.shift()!;
-      this.counters.waitMs += performance.now() - t0;
+      this.count.s.waitMs += performance.now() - t0;
       enqueue();
       yield item;
     }
   }
-}
-
-function shortReason(msg: string): string {
-  // Group errors by their kind, not by the file named in them.
-  const m = msg.replace(/^[^:]*[\\/][^:]*:\s*/, '');
-  return m.length > 80 ? `${m.slice(0, 77)}...` : m;
 }

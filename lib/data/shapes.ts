@@ -36,6 +36,17 @@ export function caption(s: Scene): string {
   return `a ${s.size} ${s.color1} ${s.shape1} ${s.relation} a ${s.color2} ${s.shape2}`;
 }
 
+/**
+ * Training captions also come in partial forms (colours only, shapes only), as real captions
+ * leave things out; they tie each word to one attribute, which is what lets unseen colour-shape
+ * pairs be recognised. Evaluation always uses the full form.
+ */
+export function captionVariant(s: Scene, u: number): string {
+  if (u < 0.5) return caption(s);
+  if (u < 0.75) return `a ${s.size} ${s.color1} shape ${s.relation} a ${s.color2} shape`;
+  return `a ${s.size} ${s.shape1} ${s.relation} a ${s.shape2}`;
+}
+
 /** A random scene; `heldOut` picks the first object from the held-out pairs, else none is held out. */
 export function randomScene(r: Random, heldOut: boolean): Scene {
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(r.next() * xs.length)];
@@ -61,10 +72,10 @@ export function renderScene(s: Scene, R: number, r: Random): Float32Array {
   const img = new Float32Array(3 * R * R);
   const bg = 0.35 + 0.1 * r.next();
   for (let i = 0; i < img.length; i++) img[i] = bg + 0.03 * (r.next() - 0.5);
-  const big = s.size === 'large' ? 0.2 : 0.12;
-  const r1 = big * R, r2 = 0.15 * R;
+  const big = s.size === 'large' ? 0.22 : 0.15;
+  const r1 = big * R, r2 = 0.17 * R;
   // Object 1 goes on the named side of object 2; positions jitter along both axes.
-  const along = 0.27 * R, jit = () => (r.next() - 0.5) * 0.16 * R;
+  const along = 0.26 * R, jit = () => (r.next() - 0.5) * 0.16 * R;
   const c = R / 2 + jit() * 0.5, c2 = R / 2 + jit() * 0.5;
   let p1: [number, number], p2: [number, number];
   switch (s.relation) {
@@ -93,6 +104,8 @@ export interface ShapesOptions {
   seed?: number;
   /** Scenes whose first object is a held-out pair (the zero-shot test set). */
   heldOut?: boolean;
+  /** Partial captions for some scenes (see captionVariant); default true for training sets. */
+  variants?: boolean;
   mean?: readonly number[];
   std?: readonly number[];
 }
@@ -119,13 +132,18 @@ export class ShapesDataset implements Dataset {
     const mean = this.opts.mean ?? [0.5, 0.5, 0.5], std = this.opts.std ?? [0.25, 0.25, 0.25];
     const n = this.imageSize * this.imageSize;
     for (let ch = 0; ch < 3; ch++) for (let k = 0; k < n; k++) img[ch * n + k] = (img[ch * n + k] - mean[ch]) / std[ch];
-    return { image: img, caption: caption(scene) };
+    const variants = this.opts.variants ?? !this.opts.heldOut;
+    return { image: img, caption: variants ? captionVariant(scene, rng.next()) : caption(scene) };
   }
 }
 
 /** Every caption the generator can write (training and held-out). */
 export function allCaptions(): string[] {
   const out: string[] = [];
+  for (const size of SIZES) for (const relation of RELATIONS) {
+    for (const c1 of colorNames) for (const c2 of colorNames) out.push(`a ${size} ${c1} shape ${relation} a ${c2} shape`);
+    for (const s1 of SHAPES) for (const s2 of SHAPES) out.push(`a ${size} ${s1} ${relation} a ${s2}`);
+  }
   for (const size of SIZES) for (const p1 of PAIRS) for (const relation of RELATIONS) for (const p2 of PAIRS) {
     const [color1, shape1] = p1.split(' ') as [string, Shape];
     const [color2, shape2] = p2.split(' ') as [string, Shape];

@@ -6,8 +6,9 @@
 import { Tensor, runRaw, type Device } from '../tensor.js';
 import { decodeImageAsStored, describeInput, checkRawImage, modeOf, toRGB, type DecodeOptions, type ImageInput, type RawImage } from './decode.js';
 
-export const CLIP_MEAN: readonly number[] = Object.freeze([0.48145466, 0.4578275, 0.40821073]);
-export const CLIP_STD: readonly number[] = Object.freeze([0.26862954, 0.26130258, 0.27577711]);
+// The normalisation of the original CLIP transform (models may override it in their config).
+import { CLIP_MEAN, CLIP_STD } from '../models/config.js';
+export { CLIP_MEAN, CLIP_STD };
 
 export interface PreprocessOptions extends DecodeOptions {
   /** Output side N (default 224). */

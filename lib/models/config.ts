@@ -65,7 +65,7 @@ export const CONFIGS: Record<string, CLIPConfig> = {
   'ViT-g/14': { embedDim: 1024, vision: vit(224, 14, 1408, 40, 16, 6144), text: text(1024, 16, 24), activation: 'gelu' },
   'ViT-bigG/14': { embedDim: 1280, vision: vit(224, 14, 1664, 48, 16, 8192), text: text(1280, 20, 32), activation: 'gelu' },
   // Small models for training from scratch on small data (see README for parameter counts).
-  'tiny-vit': { embedDim: 64, vision: vit(32, 8, 96, 3, 2), text: { contextLength: 32, vocabSize: 1024, width: 96, heads: 2, layers: 3, mlpDim: 384 }, activation: 'quick_gelu' },
+  'tiny-vit': { embedDim: 64, vision: vit(32, 4, 96, 3, 2), text: { contextLength: 32, vocabSize: 1024, width: 96, heads: 2, layers: 3, mlpDim: 384 }, activation: 'quick_gelu' },
   'small-vit': { embedDim: 128, vision: vit(64, 8, 192, 6, 3), text: { contextLength: 32, vocabSize: 4096, width: 192, heads: 3, layers: 6, mlpDim: 768 }, activation: 'quick_gelu' },
   'tiny-rn': { embedDim: 64, vision: rn(64, [1, 1, 1, 1], 16), text: { contextLength: 32, vocabSize: 1024, width: 96, heads: 2, layers: 3, mlpDim: 384 }, activation: 'quick_gelu' },
   'small-rn': { embedDim: 128, vision: rn(64, [2, 2, 2, 2], 32), text: { contextLength: 32, vocabSize: 4096, width: 192, heads: 3, layers: 6, mlpDim: 768 }, activation: 'quick_gelu' },

@@ -1,5 +1,5 @@
 // Matrix products on the native gemm: matmul (2-D or batched 3-D, transposed views free) and linear.
-import { Tensor, keep, runRaw } from '../tensor.js';
+import { Tensor, contiguousStrides, keep, runRaw } from '../tensor.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
 import { sumTo } from './reduce.js';
@@ -108,7 +108,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
   const wt = tr(w);
   const y2 = gemmRaw(x2, wt, b);
   wt.dispose();
-  const out = y2.view([...lead, outF], contiguousOf([...lead, outF]));
+  const out = y2.view([...lead, outF], contiguousStrides([...lead, outF]));
   y2.dispose();
   if (!needsGrad(x, w, b)) {
     x2.dispose();
@@ -126,7 +126,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
     let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
     if (x.requiresGrad) {
       const d = gemmRaw(g2, sw); // [rows, in]
-      gx = d.view(x.shape, contiguousOf(x.shape));
+      gx = d.view(x.shape, contiguousStrides(x.shape));
       d.dispose();
     }
     if (w.requiresGrad) {
@@ -138,14 +138,4 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
     g2.dispose();
     return [gx, gw, gb];
   }, [sx, sw]);
-}
-
-function contiguousOf(shape: readonly number[]): number[] {
-  const st: number[] = [];
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    st[i] = s;
-    s *= shape[i];
-  }
-  return st;
 }

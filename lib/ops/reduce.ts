@@ -1,6 +1,6 @@
 // Reductions: sum, mean, max and sum of squares over any dimensions, and sumTo (the backward of a
 // broadcast).
-import { Tensor, runRaw } from '../tensor.js';
+import { Tensor, contiguousStrides, runRaw } from '../tensor.js';
 import { needsGrad, record } from '../autograd.js';
 import { ReduceKind, type ReduceKindName } from '../native/kinds.js';
 import { checkDtype, checkTensor, normDim, sameShape } from './util.js';
@@ -31,19 +31,9 @@ function reduceDims(op: string, x: Tensor, dims: number[] | undefined, keepDim: 
   if (cur === x) cur = contiguousRaw(x);
   const kept = x.shape.map((s, i) => (all.includes(i) ? 1 : s));
   const finalShape = keepDim ? kept : x.shape.filter((_, i) => !all.includes(i));
-  const out = cur.view(finalShape, contiguousStridesOf(finalShape), cur.offset);
+  const out = cur.view(finalShape, contiguousStrides(finalShape), cur.offset);
   cur.dispose();
   return { out, kept };
-}
-
-function contiguousStridesOf(shape: readonly number[]): number[] {
-  const st: number[] = [];
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    st[i] = s;
-    s *= shape[i];
-  }
-  return st;
 }
 
 function contiguousRaw(x: Tensor): Tensor {
@@ -102,7 +92,7 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
     if (i < pad || (shape[i - pad] === 1 && g.shape[i] !== 1)) dims.push(i);
   }
   const { out } = reduceDims('sumTo', g, dims, true, 'sum');
-  const r = out.view(shape, contiguousStridesOf(shape), out.offset);
+  const r = out.view(shape, contiguousStrides(shape), out.offset);
   out.dispose();
   return r;
 }

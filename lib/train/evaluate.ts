@@ -62,3 +62,48 @@ export async function datasetImages(ds: Dataset, n: number): Promise<Float32Arra
   return px;
 }
 
+
+export interface RetrievalResult {
+  imageToTextR1: number;
+  imageToTextR5: number;
+  textToImageR1: number;
+  textToImageR5: number;
+  n: number;
+}
+
+/** Recall@1/@5 of matching pairs among the first n examples of a dataset, both directions. */
+export async function retrieval(model: CLIP, ds: Dataset, n: number, tokenize: (c: string[]) => Int32Array, contextLength: number): Promise<RetrievalResult> {
+  n = Math.min(n, ds.length);
+  const R = ds.imageSize, D = model.config.embedDim;
+  const px = new Float32Array(n * 3 * R * R);
+  const captions: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const ex = await ds.get(i);
+    if (!ex) throw new Error(`evaluation data ${ds.name}: example ${i} is unreadable`);
+    px.set(ex.image, i * 3 * R * R);
+    captions.push(ex.caption);
+  }
+  const img = embedImages(model, px, n, R);
+  const txt = embedTexts(model, tokenize(captions), n, contextLength);
+  const rank = (q: Float32Array, keys: Float32Array, i: number) => {
+    let s0 = 0;
+    for (let d = 0; d < D; d++) s0 += q[i * D + d] * keys[i * D + d];
+    let above = 0;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      let s = 0;
+      for (let d = 0; d < D; d++) s += q[i * D + d] * keys[j * D + d];
+      if (s > s0) above++;
+    }
+    return above;
+  };
+  let i1 = 0, i5 = 0, t1 = 0, t5 = 0;
+  for (let i = 0; i < n; i++) {
+    const ri = rank(img, txt, i), rt = rank(txt, img, i);
+    if (ri < 1) i1++;
+    if (ri < 5) i5++;
+    if (rt < 1) t1++;
+    if (rt < 5) t5++;
+  }
+  return { imageToTextR1: i1 / n, imageToTextR5: i5 / n, textToImageR1: t1 / n, textToImageR5: t5 / n, n };
+}

@@ -159,7 +159,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private gradNorm(): number {
     let sq = 0;
     const params = this.optimizer.groups.flatMap((g) => g.params);
-    for (const p of params) if (p.grad) sq += tidy(() => ops.sumSquares(p.grad!).item());
+    for (const p of params) {
+      if (!p.grad) continue;
+      // One-element gradients (the temperature) are squared here: sumSquares of a 0-d tensor returns the value itself.
+      if (p.grad.size === 1) sq += p.grad.item() ** 2;
+      else sq += tidy(() => ops.sumSquares(p.grad!).item());
+    }
     const norm = Math.sqrt(sq);
     const max = this.opts.gradClipNorm;
     if (max != null && Number.isFinite(norm) && norm > max) {

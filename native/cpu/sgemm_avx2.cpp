@@ -25,7 +25,14 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 15), _MM_HINT_T0);
   }
-  auto step = [&]() __attribute__((always_inline)) {
+  // The first pf.count steps also prefetch one line each.
+  const char* row = pf.row;
+  int64_t line = pf.line;
+  for (int64_t k = 0; k < kc; k++) {
+    if (k < pf.count) {
+      _mm_prefetch(row + line * 64, _MM_HINT_T0);
+      if (++line == pf.per_row) line = 0, row += pf.ld;
+    }
     __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 8
     for (int i = 0; i < M; i++) {
@@ -35,17 +42,7 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     }
     a += MR;
     b += NR;
-  };
-  // The first pf.count steps also prefetch one line each.
-  int64_t k = 0;
-  const char* row = pf.row;
-  for (int64_t line = pf.line; k < pf.count; k++) {
-    _mm_prefetch(row + line * 64, _MM_HINT_T0);
-    if (++line == pf.per_row) line = 0, row += pf.ld;
-    step();
   }
-#pragma GCC unroll 4
-  for (; k < kc; k++) step();
   const __m256 va = _mm256_set1_ps(alpha);
   if (n == NR) {
     const __m256 vb = _mm256_set1_ps(beta);
@@ -66,6 +63,7 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
   }
   // Ragged right edge: finish through a small buffer (masked stores are slow on some cores).
   alignas(32) float tile[NR];
+#pragma GCC unroll 8  // constant indices keep the accumulators in registers in the k loop
   for (int i = 0; i < M; i++) {
     _mm256_store_ps(tile, _mm256_mul_ps(c0[i], va));
     _mm256_store_ps(tile + 8, _mm256_mul_ps(c1[i], va));

@@ -1,6 +1,6 @@
 // What every CUDA kernel file shares: error checks that throw tsclip::Error, the one stream ops run
-// on, launch sizing, bf16 <-> float helpers, a grid-stride loop, and strided indexing of TensorRefs
-// packed into small by-value structs for kernels.
+// on, a checked launch and launch sizing, a grid-stride loop, f32/bf16 loads and stores, strided
+// indexing of TensorRefs packed into a small by-value struct, and warp/block reductions.
 //
 // TSCLIP_CPU_EMU (defined only by native/cuda/dev/ops_emu_test.cpp's build) compiles the same kernel
 // files as plain C++ against a CPU emulation of the CUDA subset they use, so their indexing and
@@ -86,15 +86,10 @@ inline unsigned grid_for(int64_t n, int block = kBlock) {
   return unsigned(want);
 }
 
-// Rows handled one per block need gridDim.x <= 2^31-1; kernels loop when rows exceed it.
-inline unsigned grid_rows(int64_t rows) {
-  const int64_t cap = 65535LL * 32;
-  return unsigned(rows < 1 ? 1 : (rows > cap ? cap : rows));
-}
-
-// Grid-stride loop over [0, n): `for_each_index(n, i) { ... }`.
-#define CUDA_GRID_LOOP(i, n)                                                                    \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, i##_step_ = int64_t(gridDim.x) * blockDim.x; \
+// Grid-stride loop over [0, n) with a 1-D grid: `CUDA_GRID_LOOP(i, n) { ... }`.
+#define CUDA_GRID_LOOP(i, n)                                                          \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x,                    \
+               i##_step_ = int64_t(gridDim.x) * blockDim.x;                           \
        i < (n); i += i##_step_)
 
 // Loads and stores of f32 or bf16 chosen by a flag: the branch is uniform over the grid, and it
@@ -115,29 +110,32 @@ inline void require_float(const OpArgs& a, const TensorRef& t, const char* what)
 }
 
 // --- strided indexing ---
-// Up to N operands walked over one shape; dims are coalesced on the host so that most views need
-// one or two divisions per element.
+// Up to N operands walked over one shape (passed to kernels by value); dims are coalesced on the
+// host so that most views need one or two divisions per element.
 template <int N>
 struct StridedN {
   int ndim = 0;
   int64_t shape[kMaxDims] = {};
   int64_t strides[N][kMaxDims] = {};
-
-  // Offsets of linear index i (row-major over shape) for every operand.
-  __device__ __forceinline__ void offsets(int64_t i, int64_t (&off)[N]) const {
-#pragma unroll
-    for (int k = 0; k < N; k++) off[k] = 0;
-    for (int d = ndim - 1; d >= 0; d--) {
-      int64_t q = i / shape[d];
-      int64_t r = i - q * shape[d];
-#pragma unroll
-      for (int k = 0; k < N; k++) off[k] += r * strides[k][d];
-      i = q;
-    }
-  }
 };
 
-// Builds the walk over `shape` (taken from the first operand) for operands with the same rank;
+// Element offsets of linear index i (row-major over the shape) in every operand. I is the index
+// type of the divisions: uint32_t when the element count fits (much cheaper), else int64_t.
+template <class I, int N>
+__device__ __forceinline__ void strided_offsets(const StridedN<N>& s, I i, int64_t (&off)[N]) {
+#pragma unroll
+  for (int k = 0; k < N; k++) off[k] = 0;
+  for (int d = s.ndim - 1; d >= 0; d--) {
+    I n = I(s.shape[d]);
+    I q = i / n;
+    I r = i - q * n;
+#pragma unroll
+    for (int k = 0; k < N; k++) off[k] += int64_t(r) * s.strides[k][d];
+    i = q;
+  }
+}
+
+// Builds the walk over shape_of's shape for operands of the same rank (strides 0 broadcast);
 // drops size-1 dims and merges neighbours that are contiguous in every operand.
 template <int N>
 StridedN<N> make_strided(const TensorRef* const (&ts)[N], const TensorRef& shape_of) {
@@ -173,7 +171,7 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the block, returned to every thread. `scratch` holds 32 floats; safe to call repeatedly.
+// Sum over a 1-D block, returned to every thread. `scratch` holds 32 floats; safe to call repeatedly.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
   v = warp_sum(v);

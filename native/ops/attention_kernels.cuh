@@ -636,7 +636,8 @@ inline cudaError_t attn_fwd_launch_simple(const AttnParams& p, cudaStream_t s) {
 template <int D>
 inline cudaError_t attn_fwd_launch_mma_t(const AttnParams& p, cudaStream_t s) {
   constexpr int smem = AttnCfg<D>::FWD_SMEM;
-  cudaError_t e = cudaFuncSetAttribute(attn_fwd_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  static const cudaError_t e =  // once per kernel: the attribute stays set
+      cudaFuncSetAttribute(attn_fwd_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
   const unsigned grid = unsigned(int64_t(p.B) * p.H * ((p.Sq + 63) / 64));
   attn_fwd_mma_kernel<D><<<grid, 128, smem, s>>>(p);
@@ -655,7 +656,8 @@ inline cudaError_t attn_fwd_launch(const AttnParams& p, cudaStream_t s, bool mma
 template <int D>
 inline cudaError_t attn_bwd_launch_mma_t(const AttnParams& p, cudaStream_t s) {
   constexpr int smem = AttnCfg<D>::BWD_SMEM;
-  cudaError_t e = cudaFuncSetAttribute(attn_bwd_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  static const cudaError_t e =
+      cudaFuncSetAttribute(attn_bwd_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
   const unsigned grid = unsigned(int64_t(p.B) * p.H * ((p.Sk + 63) / 64));
   attn_bwd_mma_kernel<D><<<grid, 128, smem, s>>>(p);

@@ -41,7 +41,6 @@ struct ClipParams {
 };
 
 constexpr float kClipLog2e = 1.4426950408889634f;
-constexpr float kClipLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float clip_warp_sum(float v) {
 #pragma unroll
@@ -49,12 +48,14 @@ __device__ __forceinline__ float clip_warp_sum(float v) {
   return v;
 }
 
-// dZ_ij / g for one logit (s = exp(t) a.b) given the statistics in log2 units.
-__device__ __forceinline__ float clip_dz(const ClipParams& p, float s, float lr2, float lc2, bool label) {
-  const float x = s * kClipLog2e;
+// exp(x) for x <= 0 or so, differences taken before scaling so large logits keep their precision
+__device__ __forceinline__ float clip_exp(float x) { return exp2f(x * kClipLog2e); }
+
+// dZ_ij / g for one logit s = exp(t) a.b, given the statistics (natural log).
+__device__ __forceinline__ float clip_dz(const ClipParams& p, float s, float lr, float lc, bool label) {
   float dz = 0.f;
-  if (p.c_row != 0.f) dz += p.c_row * exp2f(x - lr2);
-  if (p.c_col != 0.f) dz += p.c_col * exp2f(x - lc2);
+  if (p.c_row != 0.f) dz += p.c_row * clip_exp(s - lr);
+  if (p.c_col != 0.f) dz += p.c_col * clip_exp(s - lc);
   if (label) dz -= p.c_row + p.c_col;
   return dz;
 }
@@ -66,27 +67,27 @@ __global__ void __launch_bounds__(128) clip_rowlse_simple_kernel(ClipParams p) {
   const int lane = threadIdx.x % 32;
   const int i = blockIdx.x * 4 + threadIdx.x / 32;
   if (i >= p.n) return;
-  const float et = expf(*p.log_scale) * kClipLog2e;
+  const float et = expf(*p.log_scale);
   float av[DPL];
 #pragma unroll
   for (int u = 0; u < DPL; u++) {
     const int d = lane + 32 * u;
-    av[u] = d < p.D ? ld_elem(p.a, p.a_bf, i * p.lda + d) * et : 0.f;
+    av[u] = d < p.D ? ld_elem(p.a, p.a_bf, i * p.lda + d) : 0.f;
   }
   float m = -INFINITY, l = 0.f;
   for (int j = 0; j < p.m; j++) {
-    float s = 0.f;
+    float dot = 0.f;
 #pragma unroll
     for (int u = 0; u < DPL; u++) {
       const int d = lane + 32 * u;
-      if (d < p.D) s += av[u] * ld_elem(p.b, p.b_bf, j * p.ldb + d);
+      if (d < p.D) dot += av[u] * ld_elem(p.b, p.b_bf, j * p.ldb + d);
     }
-    s = clip_warp_sum(s);
+    const float s = et * clip_warp_sum(dot);  // the same order of operations as the loss's diagonal
     const float mn = fmaxf(m, s);
-    l = l * exp2f(m - mn) + exp2f(s - mn);
+    l = l * clip_exp(m - mn) + clip_exp(s - mn);
     m = mn;
   }
-  if (lane == 0) p.lse_out[i] = p.m > 0 ? (m + log2f(l)) * kClipLn2 : -INFINITY;
+  if (lane == 0) p.lse_out[i] = p.m > 0 ? m + logf(l) : -INFINITY;
 }
 
 template <int DPL>
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(128) clip_bwd_simple_kernel(ClipParams p) {
   const int i = blockIdx.x * 4 + threadIdx.x / 32;
   if (i >= p.n) return;
   const float et = expf(*p.log_scale), g = *p.dloss;
-  const float lr2 = p.c_row != 0.f ? p.lse_r[i] * kClipLog2e : 0.f;
+  const float lr = p.c_row != 0.f ? p.lse_r[i] : 0.f;
   float av[DPL], acc[DPL];
 #pragma unroll
   for (int u = 0; u < DPL; u++) {
@@ -111,9 +112,9 @@ __global__ void __launch_bounds__(128) clip_bwd_simple_kernel(ClipParams p) {
       const int d = lane + 32 * u;
       if (d < p.D) dot += av[u] * ld_elem(p.b, p.b_bf, j * p.ldb + d);
     }
-    const float s = clip_warp_sum(dot) * et;
-    const float lc2 = p.c_col != 0.f ? p.lse_c[j] * kClipLog2e : 0.f;
-    const float dz = g * clip_dz(p, s, lr2, lc2, j == i + p.offset);
+    const float s = et * clip_warp_sum(dot);
+    const float lc = p.c_col != 0.f ? p.lse_c[j] : 0.f;
+    const float dz = g * clip_dz(p, s, lr, lc, j == i + p.offset);
     ds += dz * s;
 #pragma unroll
     for (int u = 0; u < DPL; u++) {
@@ -186,7 +187,7 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
   };
 
   float s[4][4];
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;  // forward: this thread's columns
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;  // forward: this thread's columns (natural log)
   float acc[BWD ? NC3 : 1][4][4];
   float ds = 0.f, g_loss = 0.f, lr_a = 0.f, lr_b = 0.f;
   if constexpr (BWD) {
@@ -198,8 +199,8 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
         for (int e = 0; e < 4; e++) acc[c][j][e] = 0.f;
     g_loss = *p.dloss;
     if (p.c_row != 0.f) {
-      lr_a = ra < p.n ? p.lse_r[ra] * kClipLog2e : 0.f;
-      lr_b = rb < p.n ? p.lse_r[rb] * kClipLog2e : 0.f;
+      lr_a = ra < p.n ? p.lse_r[ra] : 0.f;
+      lr_b = rb < p.n ? p.lse_r[rb] : 0.f;
     }
   }
 
@@ -238,7 +239,7 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
       }
       if (r == nk1 - 1) {
         if constexpr (!BWD) {
-          // online max / sum over this thread's columns, log2 units
+          // online max / sum over this thread's columns
           float xa[8], xb[8], mxa = m_a, mxb = m_b;
 #pragma unroll
           for (int j = 0; j < 4; j++)
@@ -246,23 +247,23 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
             for (int e = 0; e < 2; e++) {
               const int col = jt * 64 + wc * 32 + j * 8 + 2 * t + e;
               const bool ok = col < p.m;
-              xa[j * 2 + e] = ok ? s[j][e] * et * kClipLog2e : -INFINITY;
-              xb[j * 2 + e] = ok ? s[j][2 + e] * et * kClipLog2e : -INFINITY;
+              xa[j * 2 + e] = ok ? et * s[j][e] : -INFINITY;
+              xb[j * 2 + e] = ok ? et * s[j][2 + e] : -INFINITY;
               mxa = fmaxf(mxa, xa[j * 2 + e]);
               mxb = fmaxf(mxb, xb[j * 2 + e]);
             }
           if (mxa != -INFINITY) {
             float sum = 0.f;
 #pragma unroll
-            for (int u = 0; u < 8; u++) sum += exp2f(xa[u] - mxa);
-            l_a = l_a * exp2f(m_a - mxa) + sum;
+            for (int u = 0; u < 8; u++) sum += clip_exp(xa[u] - mxa);
+            l_a = l_a * clip_exp(m_a - mxa) + sum;
             m_a = mxa;
           }
           if (mxb != -INFINITY) {
             float sum = 0.f;
 #pragma unroll
-            for (int u = 0; u < 8; u++) sum += exp2f(xb[u] - mxb);
-            l_b = l_b * exp2f(m_b - mxb) + sum;
+            for (int u = 0; u < 8; u++) sum += clip_exp(xb[u] - mxb);
+            l_b = l_b * clip_exp(m_b - mxb) + sum;
             m_b = mxb;
           }
         } else {
@@ -272,14 +273,14 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
             const int cl = wc * 32 + j * 8 + 2 * t, col = jt * 64 + cl;
             float lc[2] = {0.f, 0.f};
             if (p.c_col != 0.f) {
-              if (col < p.m) lc[0] = p.lse_c[col] * kClipLog2e;
-              if (col + 1 < p.m) lc[1] = p.lse_c[col + 1] * kClipLog2e;
+              if (col < p.m) lc[0] = p.lse_c[col];
+              if (col + 1 < p.m) lc[1] = p.lse_c[col + 1];
             }
             float z[4];
 #pragma unroll
             for (int e = 0; e < 4; e++) {
               const int row = e < 2 ? ra : rb, cc = col + (e & 1);
-              const float sv = s[j][e] * et;
+              const float sv = et * s[j][e];
               const bool ok = row < p.n && cc < p.m;
               z[e] = ok ? g_loss * clip_dz(p, sv, e < 2 ? lr_a : lr_b, lc[e & 1], cc == row + p.offset) : 0.f;
               ds += z[e] * (ok ? sv : 0.f);
@@ -318,7 +319,7 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
     auto merge = [](float& m, float& l, float m2, float l2) {
       const float mn = fmaxf(m, m2);
       if (mn == -INFINITY) return;
-      l = l * exp2f(m - mn) + l2 * exp2f(m2 - mn);
+      l = l * clip_exp(m - mn) + l2 * clip_exp(m2 - mn);
       m = mn;
     };
 #pragma unroll
@@ -337,8 +338,8 @@ __global__ void __launch_bounds__(256) clip_mma_kernel(ClipParams p) {
     if (wc == 0 && t == 0) {
       merge(m_a, l_a, sred[wr * 16 + g], sred[64 + wr * 16 + g]);
       merge(m_b, l_b, sred[wr * 16 + g + 8], sred[64 + wr * 16 + g + 8]);
-      if (ra < p.n) p.lse_out[ra] = l_a > 0.f ? (m_a + log2f(l_a)) * kClipLn2 : -INFINITY;
-      if (rb < p.n) p.lse_out[rb] = l_b > 0.f ? (m_b + log2f(l_b)) * kClipLn2 : -INFINITY;
+      if (ra < p.n) p.lse_out[ra] = l_a > 0.f ? m_a + logf(l_a) : -INFINITY;
+      if (rb < p.n) p.lse_out[rb] = l_b > 0.f ? m_b + logf(l_b) : -INFINITY;
     }
   } else {
 #pragma unroll
@@ -386,7 +387,7 @@ __global__ void __launch_bounds__(1024) clip_loss_reduce_kernel(ClipParams p, co
     for (int d = lane; d < p.D; d += 32)
       dot += ld_elem(p.a, p.a_bf, i * p.lda + d) * ld_elem(p.b, p.b_bf, (i + p.offset) * p.ldb + d);
     dot = clip_warp_sum(dot);
-    if (lane == 0) acc += w_lse * (lse1[i] + (lse2 ? lse2[i] : 0.f)) - w_diag * et * dot;
+    if (lane == 0) acc += w_lse * (lse1[i] + (lse2 ? lse2[i] : 0.f)) - w_diag * (et * dot);
   }
   if (lane == 0) red[warp] = acc;
   __syncthreads();
@@ -434,8 +435,8 @@ inline int clip_row_blocks(int n) { return (n + ClipCfg::BR - 1) / ClipCfg::BR; 
 
 template <int DC, bool BWD>
 inline cudaError_t clip_launch_mma_t(const ClipParams& p, cudaStream_t s) {
-  cudaError_t e = cudaFuncSetAttribute(clip_mma_kernel<DC, BWD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       ClipCfg::SMEM);
+  static const cudaError_t e =  // once per kernel: the attribute stays set
+      cudaFuncSetAttribute(clip_mma_kernel<DC, BWD>, cudaFuncAttributeMaxDynamicSharedMemorySize, ClipCfg::SMEM);
   if (e != cudaSuccess) return e;
   dim3 grid(unsigned(clip_row_blocks(p.n)), BWD ? unsigned((p.D + DC - 1) / DC) : 1u);
   clip_mma_kernel<DC, BWD><<<grid, ClipCfg::THREADS, ClipCfg::SMEM, s>>>(p);

@@ -26,21 +26,6 @@ using cuda::ldf;
 using cuda::stf;
 using cuda::require_float;
 
-// Offsets for linear index i, with 32-bit division when the element count allows it.
-template <class I, int N>
-__device__ __forceinline__ void offsets(const StridedN<N>& s, I i, int64_t (&off)[N]) {
-#pragma unroll
-  for (int k = 0; k < N; k++) off[k] = 0;
-  for (int d = s.ndim - 1; d >= 0; d--) {
-    I n = I(s.shape[d]);
-    I q = i / n;
-    I r = i - q * n;
-#pragma unroll
-    for (int k = 0; k < N; k++) off[k] += int64_t(r) * s.strides[k][d];
-    i = q;
-  }
-}
-
 // --- fill: the bit pattern is made on the host with the same conversions as the CPU kernel ---
 template <class T>
 __global__ void fill_kernel(T* y, int64_t n, T v) {
@@ -77,7 +62,7 @@ template <class S, class D, class I>
 __global__ void copy_kernel(const S* x, D* y, StridedN<2> s, int64_t n) {
   CUDA_GRID_LOOP(i, n) {
     int64_t off[2];
-    offsets<I, 2>(s, I(i), off);
+    cuda::strided_offsets<I, 2>(s, I(i), off);
     store_dst(y, off[1], load_src(x, off[0]));
   }
 }
@@ -138,7 +123,7 @@ template <class I>
 __global__ void binary_strided_kernel(BinaryOperands o, StridedN<3> s, int64_t n, int kind) {
   CUDA_GRID_LOOP(i, n) {
     int64_t off[3];
-    offsets<I, 3>(s, I(i), off);
+    cuda::strided_offsets<I, 3>(s, I(i), off);
     stf(o.y, o.y_bf, off[2], binop(kind, ldf(o.a, o.a_bf, off[0]), ldf(o.b, o.b_bf, off[1])));
   }
 }

@@ -1,7 +1,9 @@
 // CUDA gemm op: c[b] = act(alpha * a[b] @ b[b] + bias) + (accumulate ? c[b] : 0) on strided views,
 // f32 or bf16 operands and output, fp32 accumulation. The kernels live in gemm_kernels.cuh; this
-// file checks the arguments and picks a kernel. TSCLIP_CUDA_GEMM=simple|mma|wgmma forces a path
-// (falling back when the operands do not fit it), for tests and for ruling a kernel out.
+// file checks the arguments and picks a kernel. ints: accumulate, [act = UnaryKind+1, 0 none],
+// [allow_tf32: f32 operands as plain tf32; by default they get float32 accuracy via 3xTF32].
+// TSCLIP_CUDA_GEMM=simple|mma|wgmma forces a path (falling back when the operands do not fit it),
+// for tests and for ruling a kernel out; TSCLIP_CUDA_TF32=1 allows tf32 everywhere.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -55,6 +57,14 @@ tc::GemmPath forced_path() {
   return p;
 }
 
+bool tf32_everywhere() {
+  static const bool v = [] {
+    const char* e = std::getenv("TSCLIP_CUDA_TF32");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
+  return v;
+}
+
 int device_major() {
   static const int major = [] {
     int dev = 0, v = 0;
@@ -74,6 +84,7 @@ void cuda_gemm(const OpArgs& args) {
   const TensorRef& tcv = args.output(0);
   const bool accumulate = args.i(0) != 0;
   const int64_t act = args.ints.size() > 1 ? args.i(1) : 0;
+  const bool allow_tf32 = (args.ints.size() > 2 && args.i(2) != 0) || tf32_everywhere();
   const float alpha = float(args.f(0));
 
   cuda::require_float(args, tcv, "c");
@@ -119,6 +130,7 @@ void cuda_gemm(const OpArgs& args) {
   p.bias_bf16 = tbias && tbias->dtype == DType::BF16;
   const int64_t esz = p.c_bf16 ? 2 : 4;
   p.c_pairs = reinterpret_cast<uintptr_t>(tcv.data) % (2 * esz) == 0 && N % 2 == 0;
+  p.tf32_fast = allow_tf32;
 
   cudaStream_t s = cuda::stream();
   CUDA_CHECK(tc::gemm_launch(p, s, device_major(), forced_path(), nullptr));

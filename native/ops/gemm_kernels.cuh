@@ -6,7 +6,10 @@
 //   v1 simple: 64x64 tiles through shared memory, any strides, any dtypes; the fallback.
 //   v2 mma:    mma.sync tensor cores (bf16 m16n8k16, or tf32 m16n8k8 for f32 operands), ldmatrix,
 //              a 4-stage cp.async pipeline, 128x128 block tile, 8 warps of 64x32. Either operand
-//              may be K-contiguous or M/N-contiguous (transposed views cost nothing).
+//              may be K-contiguous or M/N-contiguous (transposed views cost nothing). f32 operands
+//              are split x = hi + lo into two tf32 parts and multiplied as hi*hi + hi*lo + lo*hi
+//              (3xTF32: float32 accuracy at a third of the tf32 rate) unless tf32_fast allows
+//              plain tf32 (10-bit mantissas, ~1e-3 relative).
 //   v3 wgmma:  sm_90a only: TMA (cp.async.bulk.tensor) into 128-byte-swizzled tiles, a 4-stage
 //              mbarrier ring filled by one producer warpgroup, two consumer warpgroups of 64 rows
 //              issuing wgmma m64n128k16 from shared memory. bf16, both operands K-contiguous
@@ -42,6 +45,7 @@ struct GemmParams {
   int act = kActNone;
   bool a_bf16 = false, b_bf16 = false, c_bf16 = false, bias_bf16 = false;
   bool c_pairs = false;  // c's base and row stride allow 2-element stores at even columns
+  bool tf32_fast = false;  // f32 operands: one tf32 product instead of the float32-accurate three
 };
 
 __device__ __forceinline__ float gemm_act(float v, int act) {
@@ -270,32 +274,44 @@ __global__ void __launch_bounds__(256) gemm_mma_kernel(GemmParams p) {
             for (int j = 0; j < 4; j++) mma_bf16(acc[i][j], af[i], bfr[j]);
         }
       } else {
+        // tf32: x = hi + lo, both tf32; hi*hi + hi*lo + lo*hi recovers float32 accuracy
+        auto split = [](float x, uint32_t& hi, uint32_t& lo) {
+          hi = to_tf32(x);
+          lo = to_tf32(x - __uint_as_float(hi));
+        };
 #pragma unroll
         for (int ks = 0; ks < C::KT / 8; ks++) {
-          uint32_t af[4][4], bfr[4][2];
+          uint32_t ah[4][4], al[4][4], bh[4][2], bl[4][2];
           const int k_lo = ks * 8 + t, k_hi = k_lo + 4;
 #pragma unroll
           for (int i = 0; i < 4; i++) {
             const int r_lo = wm * 64 + i * 16 + g, r_hi = r_lo + 8;
-            auto at = [&](int r, int k) {
-              return AK ? As[r * C::LDK + k] : As[k * C::LDM + r];
-            };
-            af[i][0] = to_tf32(at(r_lo, k_lo));
-            af[i][1] = to_tf32(at(r_hi, k_lo));
-            af[i][2] = to_tf32(at(r_lo, k_hi));
-            af[i][3] = to_tf32(at(r_hi, k_hi));
+            auto at = [&](int r, int k) { return AK ? As[r * C::LDK + k] : As[k * C::LDM + r]; };
+            split(at(r_lo, k_lo), ah[i][0], al[i][0]);
+            split(at(r_hi, k_lo), ah[i][1], al[i][1]);
+            split(at(r_lo, k_hi), ah[i][2], al[i][2]);
+            split(at(r_hi, k_hi), ah[i][3], al[i][3]);
           }
 #pragma unroll
           for (int j = 0; j < 4; j++) {
             const int n = wn * 32 + j * 8 + g;
             auto bt = [&](int k) { return BK ? Bs[n * C::LDK + k] : Bs[k * C::LDM + n]; };
-            bfr[j][0] = to_tf32(bt(k_lo));
-            bfr[j][1] = to_tf32(bt(k_hi));
+            split(bt(k_lo), bh[j][0], bl[j][0]);
+            split(bt(k_hi), bh[j][1], bl[j][1]);
+          }
+          if (!p.tf32_fast) {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+              for (int j = 0; j < 4; j++) {
+                mma_tf32(acc[i][j], al[i], bh[j]);  // the correction terms, then hi*hi
+                mma_tf32(acc[i][j], ah[i], bl[j]);
+              }
           }
 #pragma unroll
           for (int i = 0; i < 4; i++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) mma_tf32(acc[i][j], af[i], bfr[j]);
+            for (int j = 0; j < 4; j++) mma_tf32(acc[i][j], ah[i], bh[j]);
         }
       }
     }
@@ -424,7 +440,7 @@ __global__ void __launch_bounds__(384, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kWgStages; s++) {
       mbar_init(&full[s], 1);   // the producer's arrive, plus the copies' bytes
-      mbar_init(&empty[s], 2);  // one arrive per consumer warpgroup
+      mbar_init(&empty[s], 8);  // one arrive per consumer warp, each after its own wait_group
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -464,7 +480,7 @@ __global__ void __launch_bounds__(384, 1)
     }
     wgmma_commit();
     wgmma_wait0();
-    if (tw == 0) mbar_arrive(&empty[s]);
+    if (tw % 32 == 0) mbar_arrive(&empty[s]);
   }
 
   void* c = p.c_bf16 ? static_cast<void*>(static_cast<__nv_bfloat16*>(p.c) + bz * p.sc_b)
@@ -556,7 +572,8 @@ template <class T, bool AK, bool BK>
 inline cudaError_t gemm_launch_mma_t(const GemmParams& p, cudaStream_t s) {
   using C = MmaCfg<T>;
   auto kern = gemm_mma_kernel<T, AK, BK>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM_BYTES);
+  // once per kernel (the attribute stays set on the device)
+  static const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM_BYTES);
   if (e != cudaSuccess) return e;
   dim3 grid((p.N + C::BN - 1) / C::BN, (p.M + C::BM - 1) / C::BM, gemm_grid_z(p.batch));
   kern<<<grid, C::THREADS, C::SMEM_BYTES, s>>>(p);
@@ -580,7 +597,7 @@ inline cudaError_t gemm_launch_wgmma_t(const GemmParams& p, cudaStream_t s) {
     return cudaErrorNotSupported;
   constexpr int smem = wgmma_smem_bytes<BN>();
   auto kern = gemm_wgmma_kernel<BN>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  static const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
   dim3 grid((p.N + BN - 1) / BN, (p.M + kWgBM - 1) / kWgBM, unsigned(p.batch));
   kern<<<grid, 384, smem, s>>>(ma, mb, p, p.sa_b != 0 && p.batch > 1, p.sb_b != 0 && p.batch > 1);

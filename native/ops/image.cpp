@@ -8,6 +8,8 @@
 // (sum >> 22) to [0, 255]. The horizontal pass runs first, over only the source rows the vertical
 // pass reads; a pass is skipped exactly when PIL skips it. Channels are independent, so any channel
 // count works (PIL stores RGB in 4 bytes, but the per-channel arithmetic is the same).
+// On x86-64 both passes use SSE2 (exact integer sums in another order, so the same bytes); the
+// portable loops serve other targets and channel counts above 4.
 // This file must be compiled without FMA contraction (plain x86-64 flags) so that the double
 // weights round as PIL's do.
 #include <algorithm>
@@ -166,37 +168,118 @@ SplitWeights split_weights(const Axis& ax, int out_size) {
   return w;
 }
 
-inline int32_t hsum(__m128i v) {
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(v);
+// Sum of one output's lanes, with its two weight halves recombined: (hi << 11) + lo per lane.
+inline __m128i recombine(__m128i lo, __m128i hi) { return _mm_add_epi32(_mm_slli_epi32(hi, kSplitBits), lo); }
+
+// [sum(a), sum(b), sum(c), sum(d)] of four vectors of int32 lanes.
+inline __m128i sum4(__m128i a, __m128i b, __m128i c, __m128i d) {
+  const __m128i ab = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));  // a0+a2 b0+b2 a1+a3 b1+b3
+  const __m128i cd = _mm_add_epi32(_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+  return _mm_add_epi32(_mm_unpacklo_epi64(ab, cd), _mm_unpackhi_epi64(ab, cd));
+}
+
+// The lanes of one output channel: its taps against the plane, 8 at a time.
+inline __m128i dot_taps(const int16_t* p, const int16_t* lo, const int16_t* hi, int taps8) {
+  __m128i al = _mm_setzero_si128(), ah = _mm_setzero_si128();
+  for (int j = 0; j < taps8; j += 8) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j));
+    al = _mm_add_epi32(al, _mm_madd_epi16(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(lo + j))));
+    ah = _mm_add_epi32(ah, _mm_madd_epi16(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi + j))));
+  }
+  return recombine(al, ah);
 }
 
 // One row of the horizontal pass. The row is split into int16 channel planes of stride
 // in_w + taps8 whose tails the caller has zeroed, so the padded taps read zeros (or pixels with
-// zero weight); each output channel is then a dot product 8 taps at a time.
+// zero weight); each output channel is a dot product 8 taps at a time, and four outputs are
+// reduced and clipped together.
 void horizontal_row_sse2(const uint8_t* in, uint8_t* out, const Axis& h, const SplitWeights& w, int in_w, int out_w,
                          int C, int16_t* planes) {
   const int64_t stride = int64_t(in_w) + w.taps8;
+  const int t8 = w.taps8;
   for (int c = 0; c < C; c++) {
     int16_t* pl = planes + c * stride;
     for (int x = 0; x < in_w; x++) pl[x] = in[int64_t(x) * C + c];
   }
-  for (int xx = 0; xx < out_w; xx++) {
-    const int16_t* lo = &w.lo[size_t(xx) * size_t(w.taps8)];
-    const int16_t* hi = &w.hi[size_t(xx) * size_t(w.taps8)];
-    const int64_t f = h.first[size_t(xx)];
+  const __m128i half = _mm_set1_epi32(kHalf);
+  int xx = 0;
+  for (; xx + 4 <= out_w; xx += 4) {
+    const int16_t* lo = &w.lo[size_t(xx) * size_t(t8)];
+    const int16_t* hi = &w.hi[size_t(xx) * size_t(t8)];
+    const int64_t f0 = h.first[size_t(xx)], f1 = h.first[size_t(xx) + 1];
+    const int64_t f2 = h.first[size_t(xx) + 2], f3 = h.first[size_t(xx) + 3];
     for (int c = 0; c < C; c++) {
-      const int16_t* p = planes + c * stride + f;
-      __m128i al = _mm_setzero_si128(), ah = _mm_setzero_si128();
-      for (int j = 0; j < w.taps8; j += 8) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j));
-        al = _mm_add_epi32(al, _mm_madd_epi16(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(lo + j))));
-        ah = _mm_add_epi32(ah, _mm_madd_epi16(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi + j))));
-      }
-      const uint32_t sum = uint32_t(kHalf) + (uint32_t(hsum(ah)) << kSplitBits) + uint32_t(hsum(al));
-      out[int64_t(xx) * C + c] = clip8(int32_t(sum));
+      const int16_t* pl = planes + c * stride;
+      const __m128i s = sum4(dot_taps(pl + f0, lo, hi, t8), dot_taps(pl + f1, lo + t8, hi + t8, t8),
+                             dot_taps(pl + f2, lo + 2 * t8, hi + 2 * t8, t8), dot_taps(pl + f3, lo + 3 * t8, hi + 3 * t8, t8));
+      alignas(16) int32_t q[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(q), _mm_srai_epi32(_mm_add_epi32(s, half), kPrecisionBits));
+      for (int j = 0; j < 4; j++) out[int64_t(xx + j) * C + c] = uint8_t(q[j] < 0 ? 0 : (q[j] > 255 ? 255 : q[j]));
     }
+  }
+  for (; xx < out_w; xx++) {
+    const int16_t* lo = &w.lo[size_t(xx) * size_t(t8)];
+    const int16_t* hi = &w.hi[size_t(xx) * size_t(t8)];
+    for (int c = 0; c < C; c++) {
+      const __m128i s = dot_taps(planes + c * stride + h.first[size_t(xx)], lo, hi, t8);
+      const __m128i z = _mm_setzero_si128();
+      out[int64_t(xx) * C + c] = clip8(_mm_cvtsi128_si32(sum4(s, z, z, z)) + kHalf);
+    }
+  }
+}
+
+// Weights of one axis as broadcast pairs for the pixel-interleaved horizontal pass: for output i
+// and tap pair q, four int32 lanes each holding the int16 pair (k[2q], k[2q+1]), low and high parts.
+struct PairWeights {
+  int pairs = 0;  // per output: ceil(ksize / 2)
+  std::vector<int32_t> lo, hi;  // [out, pairs, 4]
+};
+
+PairWeights pair_weights(const Axis& ax, int out_size) {
+  PairWeights w;
+  w.pairs = (ax.ksize + 1) / 2;
+  w.lo.assign(size_t(out_size) * size_t(w.pairs) * 4, 0);
+  w.hi.assign(size_t(out_size) * size_t(w.pairs) * 4, 0);
+  for (int i = 0; i < out_size; i++) {
+    const int32_t* k = &ax.kk[size_t(i) * size_t(ax.ksize)];
+    for (int q = 0; q < w.pairs; q++) {
+      const int32_t k0 = k[2 * q], k1 = 2 * q + 1 < ax.ksize ? k[2 * q + 1] : 0;
+      const int32_t l = int32_t(uint32_t(uint16_t(weight_lo(k0))) | (uint32_t(uint16_t(weight_lo(k1))) << 16));
+      const int32_t h = int32_t(uint32_t(uint16_t(weight_hi(k0))) | (uint32_t(uint16_t(weight_hi(k1))) << 16));
+      for (int j = 0; j < 4; j++) {
+        w.lo[(size_t(i) * size_t(w.pairs) + size_t(q)) * 4 + size_t(j)] = l;
+        w.hi[(size_t(i) * size_t(w.pairs) + size_t(q)) * 4 + size_t(j)] = h;
+      }
+    }
+  }
+  return w;
+}
+
+// One row of the horizontal pass for 3- or 4-channel pixels, which fit one 4-lane vector: two
+// taps' pixels are interleaved byte by byte so that one pmaddwd applies both weights to every
+// channel, and no lanes need summing at the end. `row` is a copy of the input row with at least
+// 8 bytes of slack (a 3-channel pixel is read as 4 bytes; the odd tap of a pair may read one
+// pixel past the window, with weight zero).
+template <int C>
+void horizontal_row_sse2_px(const uint8_t* row, uint8_t* out, const Axis& h, const PairWeights& w, int out_w) {
+  const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(kHalf);
+  for (int xx = 0; xx < out_w; xx++) {
+    const uint8_t* p = row + int64_t(h.first[size_t(xx)]) * C;
+    const int pairs = (h.count[size_t(xx)] + 1) / 2;
+    const int32_t* lo = &w.lo[size_t(xx) * size_t(w.pairs) * 4];
+    const int32_t* hi = &w.hi[size_t(xx) * size_t(w.pairs) * 4];
+    __m128i al = zero, ah = zero;
+    for (int q = 0; q < pairs; q++) {
+      int32_t a, b;
+      std::memcpy(&a, p + (2 * q) * C, 4);
+      std::memcpy(&b, p + (2 * q + 1) * C, 4);
+      const __m128i ab = _mm_unpacklo_epi8(_mm_unpacklo_epi8(_mm_cvtsi32_si128(a), _mm_cvtsi32_si128(b)), zero);
+      al = _mm_add_epi32(al, _mm_madd_epi16(ab, _mm_loadu_si128(reinterpret_cast<const __m128i*>(lo + 4 * q))));
+      ah = _mm_add_epi32(ah, _mm_madd_epi16(ab, _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi + 4 * q))));
+    }
+    const __m128i v = _mm_srai_epi32(_mm_add_epi32(recombine(al, ah), half), kPrecisionBits);
+    const int32_t px = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(v, zero), zero));
+    std::memcpy(out + int64_t(xx) * C, &px, C);
   }
 }
 
@@ -333,7 +416,17 @@ void cpu_resample_bicubic(const OpArgs& a) {
     }
     const uint8_t* hin = s + int64_t(ybox_first) * in_row;
 #ifdef TSCLIP_IMAGE_SSE2
-    if (C <= 4 && weights_split(h)) {
+    if ((C == 3 || C == 4) && weights_split(h)) {
+      const PairWeights pw = pair_weights(h, xsize);
+      parallel_for(tmp_h, rows_grain(out_row, h.ksize), [&](int64_t r0, int64_t r1) {
+        std::vector<uint8_t> row(size_t((W + 2) * C + 8), 0);  // the slack stays zero
+        for (int64_t r = r0; r < r1; r++) {
+          std::memcpy(row.data(), hin + r * in_row, size_t(W * C));
+          if (C == 3) horizontal_row_sse2_px<3>(row.data(), hout + r * out_row, h, pw, xsize);
+          else horizontal_row_sse2_px<4>(row.data(), hout + r * out_row, h, pw, xsize);
+        }
+      });
+    } else if (C <= 2 && weights_split(h)) {
       const SplitWeights hw = split_weights(h, xsize);
       parallel_for(tmp_h, rows_grain(out_row, h.ksize), [&](int64_t r0, int64_t r1) {
         std::vector<int16_t> planes(size_t(C) * size_t(W + hw.taps8), 0);  // tails stay zero

@@ -137,6 +137,7 @@ inline double validate(const std::string& what, const std::vector<double>& ref, 
     std::printf("  ok   %-44s max |err| %.3g (%.2f of tolerance) over %zu\n", what.c_str(), worst_abs, worst,
                 ref.size());
   }
+  std::fflush(stdout);
   return worst;
 }
 

@@ -616,7 +616,8 @@ void test_bf16() {
     Tensor x = as(DType::BF16, randn({9, 96}, rng, -3, 5)), x32 = as(DType::F32, x);
     Tensor w = randn({96}, rng, 0.5, 1.5), b = randn({96}, rng);
     Tensor y32 = make(DType::F32, {9, 96}), y = make(DType::BF16, {9, 96});
-    Tensor m32 = make(DType::F32, {9}), r32 = make(DType::F32, {9}), m = make(DType::F32, {9}), r = make(DType::F32, {9});
+    Tensor m32 = make(DType::F32, {9}), r32 = make(DType::F32, {9});
+    Tensor m = make(DType::F32, {9}), r = make(DType::F32, {9});
     cpu_layernorm_fwd(args_of("layernorm_fwd", {&x32, &w, &b}, {&y32, &m32, &r32}, {}, {1e-5}));
     cuda_layernorm_fwd(args_of("layernorm_fwd", {&x, &w, &b}, {&y, &m, &r}, {}, {1e-5}));
     expect_close("bf16 layernorm y", y32, y, 1e-2, tol);
