@@ -20,3 +20,5 @@ export * from './retrieval/index.js';
 export * from './probe/index.js';
 export { decodeImage, decodeImageAsStored, toRGB, modeOf, SUPPORTED_FORMATS, type RawImage, type ImageInput, type DecodeOptions, type PilMode } from './image/decode.js';
 export { preprocess, resizeShorterSide, centerCrop, clipCrop, resizePIL, resampleBicubic, resampleNearest, resizedSize, type PreprocessOptions, type Box } from './image/preprocess.js';
+export { Trainer, NonFiniteError, lrAt, saveModelWeights, loadTrainedCLIP, latestCheckpoint, listCheckpoints, accumulateGradients, lockImage, lockText, snapshotWeights, wiseFt, type TrainerOptions, type FitOptions, type FitResult } from './train/index.js';
+export { DataLoader, CsvDataset, FolderDataset, WebDatasetSource, FashionMnistDataset, ShapesDataset, shapesTokenizer, openData, openDataset, type Dataset, type Batch, type BatchSource } from './data/index.js';

@@ -372,6 +372,7 @@ export function runRaw(
     }
     device = d;
   }
+  const t0 = profile ? performance.now() : 0;
   a.run(
     opIdOf(op),
     inputs.map((t) => (t ? t.desc(op) : null)),
@@ -379,6 +380,23 @@ export function runRaw(
     ints,
     floats,
   );
+  if (profile) {
+    const e = profile.get(op) ?? { calls: 0, ms: 0 };
+    e.calls++;
+    e.ms += performance.now() - t0;
+    profile.set(op, e);
+  }
+}
+
+// TSCLIP_PROFILE=1 prints, at exit, the time spent in each native op (synchronous CPU ops only).
+const profile: Map<string, { calls: number; ms: number }> | null = process.env.TSCLIP_PROFILE ? new Map() : null;
+if (profile) {
+  process.on('exit', () => {
+    const rows = [...profile.entries()].sort((x, y) => y[1].ms - x[1].ms);
+    const total = rows.reduce((s, [, e]) => s + e.ms, 0);
+    process.stderr.write(`tsclip op profile (${total.toFixed(1)} ms in native ops)\n`);
+    for (const [name, e] of rows) process.stderr.write(`  ${name.padEnd(20)} ${String(e.calls).padStart(7)} calls ${e.ms.toFixed(1).padStart(10)} ms\n`);
+  });
 }
 
 import { opId as opIdOf } from './native/addon.js';

@@ -4,6 +4,8 @@ import { UsageError } from './args.js';
 import { infoCommand } from './info.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { convertCommand } from './convert.js';
+import { trainCommand } from './train.js';
+import { demoCommand } from './demo.js';
 import { classifyCommand } from './classify.js';
 import { embedCommand } from './embed.js';
 import { searchCommand } from './search.js';
@@ -17,6 +19,8 @@ interface Command {
 
 const commands: Record<string, Command> = {
   info: { summary: 'version, backends, CUDA devices, CPU features, threads', run: (argv) => infoCommand(argv.includes('--json')) },
+  demo: { summary: 'train a small CLIP on generated shapes, report zero-shot on unseen pairs (~3 min)', run: demoCommand },
+  train: { summary: 'train or fine-tune CLIP (train --help)', run: trainCommand },
   classify: { summary: 'zero-shot labels for images (a table, or --json)', run: classifyCommand },
   embed: { summary: 'embed images and texts into a searchable index (resumable)', run: embedCommand },
   search: { summary: 'text -> image and image -> image search in an index', run: searchCommand },

@@ -7,7 +7,7 @@ import { Random } from '../nn/random.js';
 import * as ops from '../ops/index.js';
 import type { Device } from '../tensor.js';
 import { CLIP, resolveDevice } from './clip.js';
-import { CONFIGS, resolveConfig, type ActivationName, type CLIPConfig } from './config.js';
+import { CONFIGS, type ActivationName, type CLIPConfig } from './config.js';
 import { resizePositionalEmbedding } from './posembed.js';
 
 export interface LoadOptions {
@@ -128,4 +128,3 @@ export async function saveCLIP(model: CLIP, file: string): Promise<void> {
   await writeCheckpoint(file, tensors, { config });
 }
 
-export { resolveConfig };

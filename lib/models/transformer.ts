@@ -34,9 +34,7 @@ class Mlp extends Module {
     this.cProj = this.child('c_proj', new Linear(ctx, hidden, width));
   }
   forward(x: Tensor): Tensor {
-    const h = this.cFc.forward(x);
-    const a = ops.activation(this.act, h);
-    h.dispose();
+    const a = ops.linearAct(x, this.cFc.weight, this.cFc.bias, this.act);
     const y = this.cProj.forward(a);
     a.dispose();
     return y;

@@ -3,6 +3,8 @@ import { Tensor, contiguousStrides, keep, runRaw } from '../tensor.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
 import { sumTo } from './reduce.js';
+import { activation, type Activation } from './elementwise.js';
+import { UnaryKind } from '../native/kinds.js';
 
 /** A [batch, rows, cols] view of a 2-D or 3-D tensor whose last two dims have a unit stride somewhere. */
 function as3d(t: Tensor, batch: number): { view: Tensor; copied: boolean } {
@@ -23,7 +25,7 @@ function as3d(t: Tensor, batch: number): { view: Tensor; copied: boolean } {
 }
 
 /** c = a @ b (+ bias) without autograd; a [.., M, K], b [.., K, N]. */
-export function gemmRaw(a: Tensor, b: Tensor, bias: Tensor | null = null, out?: Tensor, accumulate = false, alpha = 1): Tensor {
+export function gemmRaw(a: Tensor, b: Tensor, bias: Tensor | null = null, out?: Tensor, accumulate = false, alpha = 1, act = 0): Tensor {
   const batch = Math.max(a.ndim === 3 ? a.shape[0] : 1, b.ndim === 3 ? b.shape[0] : 1);
   const M = a.shape[a.ndim - 2], N = b.shape[b.ndim - 1];
   const shape = a.ndim === 3 || b.ndim === 3 ? [batch, M, N] : [M, N];
@@ -31,7 +33,7 @@ export function gemmRaw(a: Tensor, b: Tensor, bias: Tensor | null = null, out?: 
   const va = as3d(a, batch), vb = as3d(b, batch);
   const vc = c.view([batch, M, N], [M * N, N, 1]);
   try {
-    runRaw('gemm', [va.view, vb.view, bias], [vc], [accumulate ? 1 : 0], [alpha]);
+    runRaw('gemm', [va.view, vb.view, bias], [vc], [accumulate ? 1 : 0, act], [alpha]);
   } finally {
     va.view.dispose();
     vb.view.dispose();
@@ -86,8 +88,23 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }, [sa, sb]);
 }
 
+/**
+ * act(x @ w^T + b). Without autograd the activation runs in the GEMM's epilogue; with it, as its
+ * own op (its backward needs the pre-activation values).
+ */
+export function linearAct(x: Tensor, w: Tensor, b: Tensor | null, act: Activation): Tensor {
+  if (needsGrad(x, w, b)) {
+    const h = linear(x, w, b);
+    const y = activation(act, h);
+    h.dispose();
+    return y;
+  }
+  return linear(x, w, b, UnaryKind[ACT_KIND[act]] + 1);
+}
+const ACT_KIND = { relu: 'relu', quick_gelu: 'quickGelu', gelu: 'gelu' } as const;
+
 /** y = x @ w^T + b, with x [..., in], w [out, in], b [out] (PyTorch's nn.Linear layout). */
-export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, epilogueAct = 0): Tensor {
   checkTensor('linear', 'input', x);
   checkTensor('linear', 'weight', w);
   checkRank('linear', 'weight', w, 2);
@@ -106,7 +123,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
     return v;
   })();
   const wt = tr(w);
-  const y2 = gemmRaw(x2, wt, b);
+  const y2 = gemmRaw(x2, wt, b, undefined, false, 1, epilogueAct);
   wt.dispose();
   const out = y2.view([...lead, outF], contiguousStrides([...lead, outF]));
   y2.dispose();

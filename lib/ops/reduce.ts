@@ -2,7 +2,7 @@
 // broadcast).
 import { Tensor, contiguousStrides, runRaw } from '../tensor.js';
 import { needsGrad, record } from '../autograd.js';
-import { ReduceKind, type ReduceKindName } from '../native/kinds.js';
+import { ReduceKind, UnaryKind, type ReduceKindName } from '../native/kinds.js';
 import { checkDtype, checkTensor, normDim, sameShape } from './util.js';
 import { contiguous, expand, reshape } from './shape.js';
 
@@ -28,7 +28,11 @@ function reduceDims(op: string, x: Tensor, dims: number[] | undefined, keepDim: 
     if (cur !== x) cur.dispose();
     cur = next;
   }
-  if (cur === x) cur = contiguousRaw(x);
+  if (cur === x) {
+    // Nothing to reduce (a 0-d tensor, or dims = []): still square for sumSquares.
+    cur = contiguousRaw(x);
+    if (kind === 'sumSquares') runRaw('unary', [cur], [cur], [UnaryKind.square]);
+  }
   const kept = x.shape.map((s, i) => (all.includes(i) ? 1 : s));
   const finalShape = keepDim ? kept : x.shape.filter((_, i) => !all.includes(i));
   const out = cur.view(finalShape, contiguousStrides(finalShape), cur.offset);

@@ -161,9 +161,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const params = this.optimizer.groups.flatMap((g) => g.params);
     for (const p of params) {
       if (!p.grad) continue;
-      // One-element gradients (the temperature) are squared here: sumSquares of a 0-d tensor returns the value itself.
-      if (p.grad.size === 1) sq += p.grad.item() ** 2;
-      else sq += tidy(() => ops.sumSquares(p.grad!).item());
+      sq += tidy(() => ops.sumSquares(p.grad!).item());
     }
     const norm = Math.sqrt(sq);
     const max = this.opts.gradClipNorm;

@@ -61,7 +61,17 @@ struct Case {
   float alpha;
   int64_t pad;  // extra floats between stored rows
   bool two_d = false;  // pass [rows, cols] views (batch 1)
+  int act = 0;         // 0 none, 1 relu, 2 quick_gelu, 3 gelu
 };
+
+double act_ref(int act, double v) {
+  switch (act) {
+    case 1: return v > 0 ? v : 0;
+    case 2: return v / (1 + std::exp(-1.702 * v));
+    case 3: return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+  }
+  return v;
+}
 
 // Returns the largest error relative to its tolerance (> 1 fails).
 double check_case(const Case& cs, std::mt19937& rng) {
@@ -88,7 +98,7 @@ double check_case(const Case& cs, std::mt19937& rng) {
   }
   args.in.push_back(cs.bias ? view(bias.data(), {N}, {1}) : TensorRef{});
   args.out.push_back(cs.two_d ? view(c.data(), {M, N}, {N, 1}) : view(c.data(), {B, M, N}, {M * N, N, 1}));
-  args.ints = {cs.accumulate ? 1 : 0};
+  args.ints = {cs.accumulate ? 1 : 0, cs.act};
   args.floats = {cs.alpha};
   cpu_gemm(args);
 
@@ -104,8 +114,9 @@ double check_case(const Case& cs, std::mt19937& rng) {
         const size_t at = size_t((n * M + i) * N + j);
         double ref = double(cs.alpha) * s, scale = std::fabs(cs.alpha) * mag;
         if (cs.bias) ref += bias[size_t(j)], scale += std::fabs(bias[size_t(j)]);
+        ref = act_ref(cs.act, ref);
         if (cs.accumulate) ref += c0[at], scale += std::fabs(c0[at]);
-        const double err = std::fabs(double(c[at]) - ref) / (1e-5 * scale + 1e-30);
+        const double err = std::fabs(double(c[at]) - ref) / (1e-5 * scale + 1e-7);
         if (!(err <= worst)) worst = std::isnan(err) ? INFINITY : err;
       }
   return worst;
@@ -113,11 +124,11 @@ double check_case(const Case& cs, std::mt19937& rng) {
 
 std::string describe(const Case& c) {
   char s[200];
-  std::snprintf(s, sizeof s, "%sbatch=%lld M=%lld N=%lld K=%lld a%s%s b%s%s acc=%d bias=%d alpha=%g pad=%lld",
+  std::snprintf(s, sizeof s, "%sbatch=%lld M=%lld N=%lld K=%lld a%s%s b%s%s acc=%d bias=%d alpha=%g pad=%lld act=%d",
                 c.two_d ? "2-D " : "",
                 (long long)c.batch, (long long)c.M, (long long)c.N, (long long)c.K, c.ta ? "T" : "N",
                 c.a_shared ? "(shared)" : "", c.tb ? "T" : "N", c.b_shared ? "(shared)" : "", c.accumulate,
-                c.bias, c.alpha, (long long)c.pad);
+                c.bias, c.alpha, (long long)c.pad, c.act);
   return s;
 }
 
@@ -153,6 +164,7 @@ bool validate() {
           Case c{1 + (n % 3 == 0 ? n % 4 : 0), M, N, K, bool(t & 1), bool(t & 2), false, false,
                  n % 2 == 1, n % 5 < 2, n % 7 == 0 ? -0.5f : n % 7 == 1 ? 2.0f : 1.0f, (n / 4) % 3 == 0 ? 3 : 0};
           if (c.batch > 1) c.a_shared = n % 9 == 0, c.b_shared = n % 2 == 0;
+          c.act = (n / 3) % 4;
           cases.push_back(c);
         }
   // Several cache blocks in each dimension, the threaded split, the folded batch with a shared
@@ -173,6 +185,13 @@ bool validate() {
   cases.push_back({3, 17, 20, 30, true, false, false, true, false, true, 1.0f, 0});
   for (int t = 0; t < 4; t++)
     cases.push_back({1, 37, 45, 29, bool(t & 1), bool(t & 2), false, false, t == 0, true, 1.0f, 1, true});
+  // Activations over several k blocks (applied once, after the last), with and without
+  // accumulate (added after the activation), on the threaded and the folded paths.
+  for (int act = 1; act <= 3; act++) {
+    cases.push_back({1, 130, 600, 700, false, true, false, false, false, true, 0.5f, 0, false, act});
+    cases.push_back({1, 61, 77, 520, true, false, false, false, true, true, 1.0f, 3, false, act});
+    cases.push_back({4, 50, 96, 300, false, true, false, true, act == 2, true, 1.0f, 0, false, act});
+  }
   cases.push_back({1, 0, 5, 5, false, false, false, false, false, true, 1.0f, 0});
   cases.push_back({2, 5, 7, 0, false, true, false, false, true, true, 1.0f, 0});
   cases.push_back({2, 4, 6, 0, false, false, false, false, false, true, 1.0f, 0});
@@ -201,6 +220,22 @@ bool validate() {
                      view(p + 2048, {3, 4, 4}, {16, 4, 1}), "a has batch 2, expected 3");
   ok &= expect_error("c layout", {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1})},
                      view(p + 2048, {1, 4, 4}, {16, 1, 4}), "must be contiguous");
+  {
+    OpArgs args;
+    args.op = "gemm";
+    args.in = {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1})};
+    args.out = {view(p + 2048, {1, 4, 4}, {16, 4, 1})};
+    args.ints = {0, 4};
+    args.floats = {1.0};
+    bool threw = false;
+    try {
+      cpu_gemm(args);
+    } catch (const Error& e) {
+      threw = std::strstr(e.what(), "activation must be") != nullptr;
+    }
+    if (!threw) std::printf("FAIL activation 4 was not refused by name\n");
+    ok &= threw;
+  }
   ok &= expect_error("bias", {view(p, {1, 4, 4}, {16, 4, 1}), view(p, {1, 4, 4}, {16, 4, 1}), view(p, {3}, {1})},
                      view(p + 2048, {1, 4, 4}, {16, 4, 1}), "bias must be float32[4]");
 
@@ -386,6 +421,21 @@ int main(int argc, char** argv) {
         }
   }
   std::printf("lowest: %.1f%% of peak\n", worst);
+
+  // The MLP's first layer with its activation fused into the epilogue.
+  std::printf("\nx @ W^T + bias, then quick_gelu in the epilogue (K=768, N=3072):\n");
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    const double peak = threads == 1 ? peak1.wall : peak2.wall;
+    for (int64_t M : {50, 400}) {
+      OpArgs args = gemm_args(M, 768, 3072, true, w.data());
+      args.ints = {0, 2};
+      const Timing t = time_call([&] { cpu_gemm(args); });
+      const double gflop = 2.0 * M * 768 * 3072 * 1e-9;
+      std::printf("  %d thread%s  M=%-4lld %7.1f GFLOP/s %5.1f%% peak %5.1f%% cpu\n", threads, threads > 1 ? "s" : " ",
+                  (long long)M, gflop / t.wall, 100 * gflop / t.wall / peak, 100 * gflop / t.cpu / peak1.core);
+    }
+  }
 
   // Batch-1 inference streams every weight from memory once: rotate through copies that
   // together exceed the last-level cache.

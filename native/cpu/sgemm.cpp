@@ -4,9 +4,11 @@
 #include "sgemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "features.h"
 #include "threadpool.h"
@@ -52,11 +54,16 @@ void pack_b_generic(bool trans, const float* B, int64_t ldb, int64_t nc, int64_t
   }
 }
 
+void act_generic(GemmAct act, float* c, int64_t ldc, int m, int n) {
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) c[i * ldc + j] = gemm_act_scalar(act, c[i * ldc + j]);
+}
+
 const Kernels& generic_kernels() {
   static const Kernels k{"generic", GMR, GNR, 64, 256, 256,
                          {nullptr, &micro_generic<1>, &micro_generic<2>, &micro_generic<3>,
                           &micro_generic<4>},
-                         &pack_a_generic, &pack_b_generic};
+                         &pack_a_generic, &pack_b_generic, &act_generic};
   return k;
 }
 
@@ -111,6 +118,7 @@ struct Problem {
   float* C;
   int64_t ldc;
   const float* bias;
+  GemmAct act;
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -173,15 +181,20 @@ void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64
       // The first k block applies beta and the bias; later ones accumulate onto it.
       const float beta = pc == 0 ? p.beta : 1.0f;
       const float* bias = pc == 0 && p.bias ? p.bias + jc : nullptr;
+      const bool last = pc + kc == p.K;
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min(MC, m1 - ic);
         kr.pack_a(p.ta, p.ta ? p.A + pc * p.lda + ic : p.A + ic * p.lda + pc, p.lda, mc, kc, abuf);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const MicroFn fn = kr.micro[std::min<int64_t>(MR, mc - ir)];
           float* crow = p.C + (ic + ir) * p.ldc + jc;
+          const int m = int(std::min<int64_t>(MR, mc - ir));
           for (int64_t jr = 0; jr < nc; jr += NR) {
-            fn(kc, abuf + ir * kc, bbuf + jr * kc, crow + jr, p.ldc, int(std::min<int64_t>(NR, nc - jr)),
-               p.alpha, beta, bias ? bias + jr : nullptr, next_b.step(kc));
+            const int n = int(std::min<int64_t>(NR, nc - jr));
+            fn(kc, abuf + ir * kc, bbuf + jr * kc, crow + jr, p.ldc, n, p.alpha, beta,
+               bias ? bias + jr : nullptr, next_b.step(kc));
+            // After the last k block the tile is final and still in L1.
+            if (last && p.act != GemmAct::None) kr.act(p.act, crow + jr, p.ldc, m, n);
           }
         }
       }
@@ -189,28 +202,47 @@ void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64
   }
 }
 
-// K == 0: the product is empty, only beta and the bias remain.
+// K == 0: the product is empty; act(bias) and beta * C remain.
 void scale_only(const Problem& p) {
   for (int64_t i = 0; i < p.M; i++) {
     float* ci = p.C + i * p.ldc;
     for (int64_t j = 0; j < p.N; j++) {
-      float v = p.bias ? p.bias[j] : 0.0f;
+      float v = gemm_act_scalar(p.act, p.bias ? p.bias[j] : 0.0f);
       ci[j] = p.beta == 0.0f ? v : v + p.beta * ci[j];
     }
   }
 }
 
 }  // namespace
+
+float gemm_act_scalar(GemmAct act, float v) {
+  switch (act) {
+    case GemmAct::Relu: return v > 0.0f ? v : 0.0f;
+    case GemmAct::QuickGelu: return v / (1.0f + std::exp(-1.702f * v));
+    case GemmAct::Gelu: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    case GemmAct::None: break;
+  }
+  return v;
+}
+
 }  // namespace sgemm_detail
 
 const char* sgemm_path() { return sgemm_detail::select_kernels().name; }
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-           const float* bias, int threads) {
+           const float* bias, GemmAct act, int threads) {
   using namespace sgemm_detail;
   if (M <= 0 || N <= 0) return;
-  const Problem p{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias};
+  if (act != GemmAct::None && beta != 0.0f) {
+    // The activation applies to the product alone, before C is added: compute it apart.
+    std::vector<float> t(size_t(M) * size_t(N));
+    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, 0.0f, t.data(), N, bias, act, threads);
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = t[size_t(i * N + j)] + beta * C[i * ldc + j];
+    return;
+  }
+  const Problem p{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act};
   if (K <= 0) return scale_only(p);
   const Kernels& kr = select_kernels();
   const int64_t mt_max = ceil_div(M, kr.mr), nt_max = ceil_div(N, kr.nr);

@@ -5,14 +5,17 @@
 
 namespace tsclip {
 
-// C[i,j] = alpha * sum_k op(A)[i,k] * op(B)[k,j] + beta * C[i,j] + bias[j]   (i < M, j < N)
+// An activation applied to the product (the op list's UnaryKind + 1; 0 = none).
+enum class GemmAct : int { None = 0, Relu = 1, QuickGelu = 2, Gelu = 3 };
+
+// C[i,j] = act(alpha * sum_k op(A)[i,k] * op(B)[k,j] + bias[j]) + beta * C[i,j]   (i < M, j < N)
 // op(A)[i,k] = transA ? A[k*lda + i] : A[i*lda + k]
 // op(B)[k,j] = transB ? B[j*ldb + k] : B[k*ldb + j]
 // beta == 0 never reads C (it may hold garbage); bias may be null. Splits the work over up to
 // `threads` threads of the pool (0: all of them; from inside a parallel region it runs inline).
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-           const float* bias, int threads = 0);
+           const float* bias, GemmAct act = GemmAct::None, int threads = 0);
 
 // The micro-kernel family sgemm uses on this machine: "avx512", "avx2" or "generic".
 const char* sgemm_path();
@@ -42,13 +45,20 @@ using MicroFn = void (*)(int64_t kc, const float* a, const float* b, float* c, i
 using PackFn = void (*)(bool trans, const float* src, int64_t ld, int64_t count, int64_t kc,
                         float* dst);
 
+// Applies act in place to an m x n tile of c (row stride ldc).
+using ActFn = void (*)(GemmAct act, float* c, int64_t ldc, int m, int n);
+
 struct Kernels {
   const char* name;
   int mr, nr;              // micro-tile
   int64_t mc, kc, nc;      // cache blocks: A block mc x kc, B block kc x nc (multiples of mr, nr)
   MicroFn micro[kMaxMR + 1];  // micro[m] computes an m-row tile, 1 <= m <= mr
   PackFn pack_a, pack_b;
+  ActFn act;
 };
+
+// The activations one element at a time (the portable path and a reference for the SIMD ones).
+float gemm_act_scalar(GemmAct act, float v);
 
 const Kernels& avx512_kernels();  // sgemm_avx512.cpp
 const Kernels& avx2_kernels();    // sgemm_avx2.cpp

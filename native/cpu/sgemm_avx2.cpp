@@ -157,9 +157,56 @@ void pack_b(bool trans, const float* B, int64_t ldb, int64_t nc, int64_t kc, flo
   }
 }
 
+// e^x as in the AVX-512 variant; 2^n is built in the exponent bits, so x is clamped to the
+// normal range (e^-87.3 is the smallest normal float).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3f)), _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// 1 + erf(x) as in the AVX-512 variant.
+inline __m256 one_plus_erf8(__m256 x) {
+  const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(ax, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  for (float c : {-1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f}) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c));
+  const __m256 erfc = _mm256_mul_ps(_mm256_mul_ps(p, t), exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), ax), ax)));
+  const __m256 pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
+  return _mm256_blendv_ps(erfc, _mm256_sub_ps(_mm256_set1_ps(2.0f), erfc), pos);
+}
+
+inline __m256 act8(GemmAct act, __m256 v) {
+  switch (act) {
+    case GemmAct::Relu: return _mm256_max_ps(v, _mm256_setzero_ps());
+    case GemmAct::QuickGelu:
+      return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_mul_ps(v, _mm256_set1_ps(-1.702f)))));
+    case GemmAct::Gelu:
+      return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)),
+                           one_plus_erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f))));
+    case GemmAct::None: break;
+  }
+  return v;
+}
+
+void act_tile(GemmAct act, float* c, int64_t ldc, int m, int n) {
+  for (int i = 0; i < m; i++) {
+    float* ci = c + i * ldc;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(ci + j, act8(act, _mm256_loadu_ps(ci + j)));
+    for (; j < n; j++) ci[j] = gemm_act_scalar(act, ci[j]);
+  }
+}
+
 template <int... I>
 constexpr Kernels make(std::integer_sequence<int, I...>) {
-  return Kernels{"avx2", MR, NR, 96, 256, 256, {nullptr, &micro<I + 1>...}, &pack_a, &pack_b};
+  return Kernels{"avx2", MR, NR, 96, 256, 256, {nullptr, &micro<I + 1>...}, &pack_a, &pack_b, &act_tile};
 }
 
 }  // namespace

@@ -192,9 +192,59 @@ void pack_b(bool trans, const float* B, int64_t ldb, int64_t nc, int64_t kc, flo
   }
 }
 
+// e^x: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so r is exact), e^r by its Taylor
+// series to r^6 (relative error ~1e-7), and scalef for the 2^n that also underflows cleanly.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 1 + erf(x) without cancellation for negative x: erfc(|x|) by Abramowitz & Stegun 7.1.26
+// (absolute error <= 1.5e-7), then 2 - erfc for x >= 0.
+inline __m512 one_plus_erf16(__m512 x) {
+  const __m512 ax = _mm512_abs_ps(x);
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(ax, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  for (float c : {-1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f}) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+  const __m512 erfc = _mm512_mul_ps(_mm512_mul_ps(p, t), exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax)));
+  const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  return _mm512_mask_sub_ps(erfc, pos, _mm512_set1_ps(2.0f), erfc);
+}
+
+inline __m512 act16(GemmAct act, __m512 v) {
+  switch (act) {
+    case GemmAct::Relu: return _mm512_max_ps(v, _mm512_setzero_ps());
+    case GemmAct::QuickGelu:  // v * sigmoid(1.702 v)
+      return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_mul_ps(v, _mm512_set1_ps(-1.702f)))));
+    case GemmAct::Gelu:
+      return _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)),
+                           one_plus_erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))));
+    case GemmAct::None: break;
+  }
+  return v;
+}
+
+void act_tile(GemmAct act, float* c, int64_t ldc, int m, int n) {
+  for (int i = 0; i < m; i++) {
+    float* ci = c + i * ldc;
+    int j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(ci + j, act16(act, _mm512_loadu_ps(ci + j)));
+    if (j < n) {
+      const __mmask16 mk = lanes(n - j);
+      _mm512_mask_storeu_ps(ci + j, mk, act16(act, _mm512_maskz_loadu_ps(mk, ci + j)));
+    }
+  }
+}
+
 template <int... I>
 constexpr Kernels make(std::integer_sequence<int, I...>) {
-  return Kernels{"avx512", MR, NR, 120, 256, 512, {nullptr, &micro<I + 1>...}, &pack_a, &pack_b};
+  return Kernels{"avx512", MR, NR, 120, 256, 256, {nullptr, &micro<I + 1>...}, &pack_a, &pack_b, &act_tile};
 }
 
 }  // namespace

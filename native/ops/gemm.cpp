@@ -1,4 +1,4 @@
-// CPU gemm op: c[b] = (accumulate ? c[b] : 0) + alpha * a[b] @ b[b] + bias, on strided views.
+// CPU gemm op: c[b] = act(alpha * a[b] @ b[b] + bias) + (accumulate ? c[b] : 0), on strided views.
 // Decodes each operand's strides into (transposed, leading dimension) for sgemm, folds a batch
 // that shares one weight into a single taller product, and runs small batched products in
 // parallel over the batch.
@@ -61,7 +61,10 @@ void cpu_gemm(const OpArgs& args) {
   const TensorRef* tbias = args.in.size() > 2 && args.in[2].defined() ? &args.in[2] : nullptr;
   const TensorRef& tc = args.output(0);
   const bool accumulate = args.i(0) != 0;
+  const int64_t act = args.ints.size() > 1 ? args.i(1) : 0;  // ints[2] (allow_tf32) is CUDA's
   const float alpha = float(args.f(0));
+  args.require(act >= 0 && act <= int64_t(GemmAct::Gelu),
+               "activation must be 0 (none), 1 (relu), 2 (quick_gelu) or 3 (gelu), got " + std::to_string(act));
 
   args.require(tc.dtype == DType::F32, "c must be float32, got " + tc.describe());
   args.require(tc.ndim == 2 || tc.ndim == 3, "c must be [batch,M,N] or [M,N], got " + tc.describe());
@@ -95,12 +98,12 @@ void cpu_gemm(const OpArgs& args) {
   // [batch*M, K] @ [K, N] product packs the weight once instead of once per entry.
   if (batch > 1 && b.batch_stride == 0 && !a.trans && (M == 1 || a.batch_stride == M * a.ld)) {
     const int64_t lda = M == 1 ? a.batch_stride : a.ld;
-    sgemm(false, b.trans, batch * M, N, K, alpha, a.data, lda, b.data, b.ld, beta, c, N, bias);
+    sgemm(false, b.trans, batch * M, N, K, alpha, a.data, lda, b.data, b.ld, beta, c, N, bias, GemmAct(act));
     return;
   }
   auto one = [&](int64_t i, int threads) {
     sgemm(a.trans, b.trans, M, N, K, alpha, a.data + i * a.batch_stride, a.ld,
-          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias, threads);
+          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias, GemmAct(act), threads);
   };
   // Many small products: one thread each beats splitting every one of them.
   const double flops = 2.0 * double(M) * double(N) * double(K);
