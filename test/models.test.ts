@@ -145,3 +145,29 @@ describe('createCLIP', () => {
     expect(() => createCLIP('tiny-vit', { device: 'gpu' as never })).toThrow(/unknown device 'gpu'; available devices: cpu/);
   });
 });
+
+describe('positional grid resizing', () => {
+  it('matches PyTorch bicubic (A = -0.75, align_corners = False) on a hand-computed case', async () => {
+    const { resizePositionalEmbedding } = await import('../lib/models/posembed.js');
+    // width 1: class token 9, then a 2x2 grid whose columns are 0 and 1
+    const out = resizePositionalEmbedding(Float32Array.from([9, 0, 1, 0, 1]), 1, [2, 2], [4, 4]);
+    expect(out[0]).toBe(9);
+    const row = Array.from(out.slice(1, 5));
+    expect(row[1]).toBeCloseTo(0.2265625, 6); // taps (0,0,1,1) with weights w(1.25), w(0.25), w(0.75), w(1.75)
+    expect(row[2]).toBeCloseTo(1 - 0.2265625, 6);
+    expect(Array.from(out.slice(5, 9))).toEqual(row); // rows are constant along the height
+  });
+
+  it.skipIf(!HAVE_SHARED)(`loads at the trained size unchanged, and at a non-square size${SHARED_SKIP}`, async () => {
+    const same = await loadCLIP(weightsOf('openai-vit-tiny'), { device: DEVICE, imageSize: 32 });
+    const plain = await loadCLIP(weightsOf('openai-vit-tiny'), { device: DEVICE });
+    const d = await io('openai-vit-tiny');
+    tidy(() => expect(relErr(same.encodeImage(d.images).toArraySync() as Float32Array, plain.encodeImage(d.images).toArraySync() as Float32Array)).toBe(0));
+    const wide = await loadCLIP(weightsOf('openai-vit-tiny'), { device: DEVICE, imageSize: [32, 48] });
+    expect(wide.visual.positionalEmbedding.shape).toEqual([1 + 4 * 6, 128]);
+    const px = Tensor.zeros([2, 3, 32, 48], { device: DEVICE });
+    tidy(() => expect(wide.encodeImage(px).shape).toEqual([2, 64]));
+    expect(() => wide.encodeImage(d.images)).toThrow(/32x32 image gives 16 patches of 8, but the positional embedding has 24/);
+    for (const m of [same, plain, wide]) m.dispose();
+  });
+});

@@ -4,7 +4,9 @@ export type ActivationName = 'quick_gelu' | 'gelu';
 
 export interface VitConfig {
   kind: 'vit';
+  /** Input height (and width, unless imageWidth says otherwise). */
   imageSize: number;
+  imageWidth?: number;
   patchSize: number;
   width: number;
   layers: number;

@@ -12,8 +12,8 @@ import { resizePositionalEmbedding } from './posembed.js';
 
 export interface LoadOptions {
   device?: Device | 'auto';
-  /** Resize a ViT's positional grid to this resolution (bicubic), e.g. 336. */
-  imageSize?: number;
+  /** Resize a ViT's positional grid to this resolution (bicubic), e.g. 336, or [height, width]. */
+  imageSize?: number | [number, number];
   /** The MLP activation, when the checkpoint does not say (an OpenAI .pt or HF config does). */
   activation?: ActivationName;
 }
@@ -92,15 +92,19 @@ export async function loadCLIP(pathOrDir: string, opts: LoadOptions = {}): Promi
   }
   const cfg = toModelConfig(ck.config, ck.tensors, activation);
   let tensors = ck.tensors;
-  if (opts.imageSize && cfg.vision.kind === 'vit' && opts.imageSize !== cfg.vision.imageSize) {
+  const [oh, ow] = typeof opts.imageSize === 'number' ? [opts.imageSize, opts.imageSize] : opts.imageSize ?? [0, 0];
+  if (opts.imageSize && cfg.vision.kind === 'vit' && (oh !== cfg.vision.imageSize || ow !== cfg.vision.imageSize)) {
     const v = cfg.vision;
-    if (opts.imageSize % v.patchSize) throw new Error(`loadCLIP: imageSize ${opts.imageSize} is not a multiple of the patch size ${v.patchSize}`);
-    const from = Math.floor(v.imageSize / v.patchSize), to = opts.imageSize / v.patchSize;
+    if (oh % v.patchSize || ow % v.patchSize) throw new Error(`loadCLIP: imageSize ${oh}x${ow} is not a multiple of the patch size ${v.patchSize}`);
+    const from = Math.floor(v.imageSize / v.patchSize);
+    const to: [number, number] = [oh / v.patchSize, ow / v.patchSize];
     const pos = tensors.get('visual.positional_embedding')!;
     tensors = new Map(tensors);
-    tensors.set('visual.positional_embedding', fromFloat32(resizePositionalEmbedding(toFloat32(pos), v.width, [from, from], [to, to]), [1 + to * to, v.width]));
-    v.imageSize = opts.imageSize;
-  } else if (opts.imageSize && cfg.vision.kind === 'resnet' && opts.imageSize !== cfg.vision.imageSize) {
+    tensors.set('visual.positional_embedding', fromFloat32(resizePositionalEmbedding(toFloat32(pos), v.width, [from, from], to), [1 + to[0] * to[1], v.width]));
+    // A non-square grid is described by its height and width; square ones keep the one number.
+    v.imageSize = oh;
+    if (oh !== ow) v.imageWidth = ow;
+  } else if (opts.imageSize && cfg.vision.kind === 'resnet' && (oh !== cfg.vision.imageSize || ow !== cfg.vision.imageSize)) {
     throw new Error(`loadCLIP: resizing is supported for ViT models; this ResNet was trained at ${cfg.vision.imageSize}`);
   }
   const device = resolveDevice(opts.device);

@@ -19,25 +19,25 @@ export class VisionTransformer extends Module {
   constructor(ctx: InitContext, readonly config: VitConfig, outputDim: number, act: ActivationName) {
     super();
     const { width, patchSize, imageSize, layers, heads, mlpDim } = config;
-    const grid = Math.floor(imageSize / patchSize);
+    const gh = Math.floor(imageSize / patchSize), gw = Math.floor((config.imageWidth ?? imageSize) / patchSize);
     const scale = width ** -0.5;
     this.conv1 = this.child('conv1', new Conv2d(ctx, 3, width, patchSize, patchSize, 0));
     this.classEmbedding = this.param('class_embedding', randn(ctx, [width], scale));
-    this.positionalEmbedding = this.param('positional_embedding', randn(ctx, [grid * grid + 1, width], scale));
+    this.positionalEmbedding = this.param('positional_embedding', randn(ctx, [gh * gw + 1, width], scale));
     this.lnPre = this.child('ln_pre', new LayerNorm(ctx, width));
     this.transformer = this.child('transformer', new Transformer(ctx, width, layers, heads, mlpDim, act));
     this.lnPost = this.child('ln_post', new LayerNorm(ctx, width));
     this.proj = this.param('proj', randn(ctx, [width, outputDim], scale));
   }
 
-  /** pixels [B,3,H,W] (H and W multiples of the patch size, matching the positional grid) -> [B, outputDim] */
+  /** pixels [B,3,H,W] (H and W multiples of the patch size, H/p * W/p = the positional grid) -> [B, outputDim] */
   forward(pixels: Tensor): Tensor {
     const { width, patchSize } = this.config;
     if (pixels.ndim !== 4 || pixels.shape[1] !== 3) throw new Error(`encodeImage: expected pixels [B,3,H,W], got ${pixels.describe()}`);
     const [B, , H, W] = pixels.shape;
     const tokens = (H / patchSize) * (W / patchSize);
     if (H % patchSize || W % patchSize || tokens + 1 !== this.positionalEmbedding.shape[0]) {
-      throw new Error(`encodeImage: a ${H}x${W} image gives ${Number.isInteger(tokens) ? tokens : 'a non-integer number of'} patches of ${patchSize}, but the positional embedding has ${this.positionalEmbedding.shape[0] - 1} (image size ${this.config.imageSize}; load with { imageSize } to resize the grid)`);
+      throw new Error(`encodeImage: a ${H}x${W} image gives ${Number.isInteger(tokens) ? tokens : 'a non-integer number of'} patches of ${patchSize}, but the positional embedding has ${this.positionalEmbedding.shape[0] - 1} (image size ${this.config.imageSize}x${this.config.imageWidth ?? this.config.imageSize}; load with { imageSize: [h, w] } to resize the grid)`);
     }
     const conv = this.conv1.forward(pixels); // [B, width, gh, gw]
     const flat = ops.reshape(conv, [B, width, tokens]);
