@@ -26,61 +26,14 @@
 #include "../cpu/strided.h"
 #include "../cpu/threadpool.h"
 #include "../tensor.h"
+#include "pil_resample.h"
 
 namespace tsclip {
 namespace {
 
-constexpr int kPrecisionBits = 32 - 8 - 2;
+constexpr int kPrecisionBits = kPilPrecisionBits;
 
-double bicubic(double x) {
-  const double a = -0.5;
-  if (x < 0.0) x = -x;
-  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
-  return 0.0;
-}
-
-// Fixed-point weights for one axis: for output i, `count[i]` weights starting at source `first[i]`.
-struct Axis {
-  int ksize = 0;
-  std::vector<int> first, count;
-  std::vector<int32_t> kk;  // [out_size, ksize]
-};
-
-// in0 and in1 arrive as floats and are subtracted as floats, as PIL receives the box.
-Axis precompute(int in_size, float in0, float in1, int out_size) {
-  Axis ax;
-  const double scale = double(in1 - in0) / out_size;
-  const double filterscale = scale < 1.0 ? 1.0 : scale;
-  const double support = 2.0 * filterscale;
-  ax.ksize = int(std::ceil(support)) * 2 + 1;
-  ax.first.resize(size_t(out_size));
-  ax.count.resize(size_t(out_size));
-  ax.kk.assign(size_t(out_size) * size_t(ax.ksize), 0);
-  std::vector<double> w(size_t(ax.ksize));
-  const double ss = 1.0 / filterscale;
-  for (int xx = 0; xx < out_size; xx++) {
-    const double center = in0 + (xx + 0.5) * scale;
-    int xmin = int(center - support + 0.5);  // truncation, as PIL's (int) cast
-    if (xmin < 0) xmin = 0;
-    int xmax = int(center + support + 0.5);
-    if (xmax > in_size) xmax = in_size;
-    int n = std::clamp(xmax - xmin, 0, ax.ksize);  // never above ksize; the clamp only guards memory
-    double ww = 0.0;
-    for (int x = 0; x < n; x++) {
-      w[size_t(x)] = bicubic((x + xmin - center + 0.5) * ss);
-      ww += w[size_t(x)];
-    }
-    int32_t* k = &ax.kk[size_t(xx) * size_t(ax.ksize)];
-    for (int x = 0; x < n; x++) {
-      const double v = ww != 0.0 ? w[size_t(x)] / ww : w[size_t(x)];
-      k[x] = v < 0 ? int(-0.5 + v * (1 << kPrecisionBits)) : int(0.5 + v * (1 << kPrecisionBits));
-    }
-    ax.first[size_t(xx)] = xmin;
-    ax.count[size_t(xx)] = n;
-  }
-  return ax;
-}
+using Axis = PilAxis;
 
 inline uint8_t clip8(int32_t v) {
   const int32_t q = v >> kPrecisionBits;  // arithmetic shift (floor), as PIL's lookup index
@@ -94,8 +47,8 @@ template <int C>
 void horizontal_row(const uint8_t* in, uint8_t* out, const Axis& h, int out_w) {
   for (int xx = 0; xx < out_w; xx++) {
     const int32_t* k = &h.kk[size_t(xx) * size_t(h.ksize)];
-    const uint8_t* p = in + int64_t(h.first[size_t(xx)]) * C;
-    const int n = h.count[size_t(xx)];
+    const uint8_t* p = in + int64_t(h.first(xx)) * C;
+    const int n = h.count(xx);
     int32_t acc[C];
     for (int c = 0; c < C; c++) acc[c] = kHalf;
     for (int x = 0; x < n; x++) {
@@ -109,8 +62,8 @@ void horizontal_row(const uint8_t* in, uint8_t* out, const Axis& h, int out_w) {
 void horizontal_row_any(const uint8_t* in, uint8_t* out, const Axis& h, int out_w, int64_t C) {
   for (int xx = 0; xx < out_w; xx++) {
     const int32_t* k = &h.kk[size_t(xx) * size_t(h.ksize)];
-    const uint8_t* p = in + int64_t(h.first[size_t(xx)]) * C;
-    const int n = h.count[size_t(xx)];
+    const uint8_t* p = in + int64_t(h.first(xx)) * C;
+    const int n = h.count(xx);
     for (int64_t c = 0; c < C; c++) {
       int32_t acc = kHalf;
       for (int x = 0; x < n; x++) acc += int32_t(p[x * C + c]) * k[x];
@@ -206,8 +159,8 @@ void horizontal_row_sse2(const uint8_t* in, uint8_t* out, const Axis& h, const S
   for (; xx + 4 <= out_w; xx += 4) {
     const int16_t* lo = &w.lo[size_t(xx) * size_t(t8)];
     const int16_t* hi = &w.hi[size_t(xx) * size_t(t8)];
-    const int64_t f0 = h.first[size_t(xx)], f1 = h.first[size_t(xx) + 1];
-    const int64_t f2 = h.first[size_t(xx) + 2], f3 = h.first[size_t(xx) + 3];
+    const int64_t f0 = h.first(xx), f1 = h.first(xx + 1);
+    const int64_t f2 = h.first(xx + 2), f3 = h.first(xx + 3);
     for (int c = 0; c < C; c++) {
       const int16_t* pl = planes + c * stride;
       const __m128i s = sum4(dot_taps(pl + f0, lo, hi, t8), dot_taps(pl + f1, lo + t8, hi + t8, t8),
@@ -221,7 +174,7 @@ void horizontal_row_sse2(const uint8_t* in, uint8_t* out, const Axis& h, const S
     const int16_t* lo = &w.lo[size_t(xx) * size_t(t8)];
     const int16_t* hi = &w.hi[size_t(xx) * size_t(t8)];
     for (int c = 0; c < C; c++) {
-      const __m128i s = dot_taps(planes + c * stride + h.first[size_t(xx)], lo, hi, t8);
+      const __m128i s = dot_taps(planes + c * stride + h.first(xx), lo, hi, t8);
       const __m128i z = _mm_setzero_si128();
       out[int64_t(xx) * C + c] = clip8(_mm_cvtsi128_si32(sum4(s, z, z, z)) + kHalf);
     }
@@ -264,8 +217,8 @@ template <int C>
 void horizontal_row_sse2_px(const uint8_t* row, uint8_t* out, const Axis& h, const PairWeights& w, int out_w) {
   const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(kHalf);
   for (int xx = 0; xx < out_w; xx++) {
-    const uint8_t* p = row + int64_t(h.first[size_t(xx)]) * C;
-    const int pairs = (h.count[size_t(xx)] + 1) / 2;
+    const uint8_t* p = row + int64_t(h.first(xx)) * C;
+    const int pairs = (h.count(xx) + 1) / 2;
     const int32_t* lo = &w.lo[size_t(xx) * size_t(w.pairs) * 4];
     const int32_t* hi = &w.hi[size_t(xx) * size_t(w.pairs) * 4];
     __m128i al = zero, ah = zero;
@@ -292,8 +245,8 @@ void vertical_rows_sse2(const uint8_t* vin, int64_t vin_row, int vin_first, uint
   const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(kHalf);
   for (int64_t yy = y0; yy < y1; yy++) {
     const int32_t* k = &v.kk[size_t(yy) * size_t(v.ksize)];
-    const int n = v.count[size_t(yy)], pairs = (n + 1) / 2;
-    const uint8_t* rows = vin + int64_t(v.first[size_t(yy)] - vin_first) * vin_row;
+    const int n = v.count(yy), pairs = (n + 1) / 2;
+    const uint8_t* rows = vin + int64_t(v.first(yy) - vin_first) * vin_row;
     for (int q = 0; q < pairs; q++) {
       const int32_t k0 = k[2 * q], k1 = 2 * q + 1 < n ? k[2 * q + 1] : 0;
       wl[size_t(q)] = int32_t(uint32_t(uint16_t(weight_lo(k0))) | (uint32_t(uint16_t(weight_lo(k1))) << 16));
@@ -395,9 +348,9 @@ void cpu_resample_bicubic(const OpArgs& a) {
     return;
   }
 
-  Axis v = precompute(int(H), box[1], box[3], ysize);
-  const int ybox_first = v.first[0];
-  const int ybox_last = v.first[size_t(ysize) - 1] + v.count[size_t(ysize) - 1];
+  Axis v = pil_precompute(int(H), box[1], box[3], ysize);
+  const int ybox_first = v.first(0);
+  const int ybox_last = v.first(ysize - 1) + v.count(ysize - 1);
 
   // Horizontal pass into the rows [ybox_first, ybox_last) the vertical pass needs (or straight into
   // dst when there is no vertical pass, where those rows are exactly the image's).
@@ -406,7 +359,7 @@ void cpu_resample_bicubic(const OpArgs& a) {
   int64_t vin_row = in_row;
   int vin_first = 0;  // the source row that vin's first row holds
   if (need_h) {
-    const Axis h = precompute(int(W), box[0], box[2], xsize);
+    const Axis h = pil_precompute(int(W), box[0], box[2], xsize);
     const int64_t tmp_h = int64_t(ybox_last) - ybox_first;
     a.require(tmp_h >= 0 && (need_v || tmp_h == ysize), "internal: unexpected intermediate height");
     uint8_t* hout = d;
@@ -460,7 +413,7 @@ void cpu_resample_bicubic(const OpArgs& a) {
     std::vector<int32_t> acc(static_cast<size_t>(out_row));
     for (int64_t yy = y0; yy < y1; yy++) {
       const int32_t* k = &v.kk[size_t(yy) * size_t(v.ksize)];
-      const int first = v.first[size_t(yy)] - vin_first, n = v.count[size_t(yy)];
+      const int first = v.first(yy) - vin_first, n = v.count(yy);
       std::fill(acc.begin(), acc.end(), kHalf);
       int32_t* ac = acc.data();
       for (int y = 0; y < n; y++) {

@@ -15,63 +15,14 @@
 #include "../cuda/common.cuh"
 #include "../cuda/runtime.h"
 #include "../tensor.h"
+#include "pil_resample.h"
 
 namespace tsclip {
 namespace {
 
-constexpr int kPrecisionBits = 32 - 8 - 2;
+constexpr int kPrecisionBits = kPilPrecisionBits;
 
-double bicubic(double x) {
-  const double a = -0.5;
-  if (x < 0.0) x = -x;
-  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
-  return 0.0;
-}
-
-// Fixed-point weights for one axis: out_size windows of `ksize` weights; bounds = (first, count).
-struct Axis {
-  int ksize = 0;
-  std::vector<int32_t> bounds;
-  std::vector<int32_t> kk;
-};
-
-// in0, in1 are floats and subtracted as floats, as PIL receives the box.
-Axis precompute(int in_size, float in0, float in1, int out_size) {
-  Axis ax;
-  double scale = double(in1 - in0) / out_size;
-  double filterscale = scale < 1.0 ? 1.0 : scale;
-  double support = 2.0 * filterscale;
-  ax.ksize = int(std::ceil(support)) * 2 + 1;
-  ax.bounds.resize(size_t(out_size) * 2);
-  ax.kk.assign(size_t(out_size) * size_t(ax.ksize), 0);
-  std::vector<double> k(size_t(ax.ksize));
-  for (int xx = 0; xx < out_size; xx++) {
-    double center = in0 + (xx + 0.5) * scale;
-    double ww = 0.0, ss = 1.0 / filterscale;
-    int xmin = int(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    int xmax = int(center + support + 0.5);
-    if (xmax > in_size) xmax = in_size;
-    xmax -= xmin;
-    // xmax <= ksize always holds (the window spans at most 2*support+1 samples); clamp defensively.
-    if (xmax > ax.ksize) xmax = ax.ksize;
-    if (xmax < 0) xmax = 0;
-    for (int x = 0; x < xmax; x++) {
-      double w = bicubic((x + xmin - center + 0.5) * ss);
-      k[size_t(x)] = w;
-      ww += w;
-    }
-    for (int x = 0; x < xmax; x++) {
-      double w = ww != 0.0 ? k[size_t(x)] / ww : k[size_t(x)];
-      ax.kk[size_t(xx) * ax.ksize + x] =
-          w < 0 ? int(-0.5 + w * (1 << kPrecisionBits)) : int(0.5 + w * (1 << kPrecisionBits));
-    }
-    ax.bounds[size_t(xx) * 2] = xmin;
-    ax.bounds[size_t(xx) * 2 + 1] = xmax;
-  }
-  return ax;
-}
+using Axis = PilAxis;
 
 __device__ __forceinline__ uint8_t clip8(int v) {
   int q = v >> kPrecisionBits;  // arithmetic shift: floor, as PIL's lookup index
@@ -177,13 +128,13 @@ void cuda_resample_bicubic(const OpArgs& a) {
     return;
   }
 
-  Axis v = precompute(int(H), box[1], box[3], ysize);
+  Axis v = pil_precompute(int(H), box[1], box[3], ysize);
   Axis h;
   int ybox_first = v.bounds[0];
   int ybox_last = v.bounds[size_t(ysize) * 2 - 2] + v.bounds[size_t(ysize) * 2 - 1];
   int tmp_h = ybox_last - ybox_first;
   if (need_h) {
-    h = precompute(int(W), box[0], box[2], xsize);
+    h = pil_precompute(int(W), box[0], box[2], xsize);
     for (int i = 0; i < ysize; i++) v.bounds[size_t(i) * 2] -= ybox_first;
     a.require(tmp_h >= 0 && (need_v || tmp_h == ysize), "internal: unexpected intermediate height");
   }
