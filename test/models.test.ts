@@ -164,7 +164,7 @@ describe('positional grid resizing', () => {
     const d = await io('openai-vit-tiny');
     tidy(() => expect(relErr(same.encodeImage(d.images).toArraySync() as Float32Array, plain.encodeImage(d.images).toArraySync() as Float32Array)).toBe(0));
     const wide = await loadCLIP(weightsOf('openai-vit-tiny'), { device: DEVICE, imageSize: [32, 48] });
-    expect(wide.visual.positionalEmbedding.shape).toEqual([1 + 4 * 6, 128]);
+    expect((wide.visual as unknown as { positionalEmbedding: Tensor }).positionalEmbedding.shape).toEqual([1 + 4 * 6, 128]);
     const px = Tensor.zeros([2, 3, 32, 48], { device: DEVICE });
     tidy(() => expect(wide.encodeImage(px).shape).toEqual([2, 64]));
     expect(() => wide.encodeImage(d.images)).toThrow(/32x32 image gives 16 patches of 8, but the positional embedding has 24/);

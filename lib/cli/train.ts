@@ -1,6 +1,6 @@
 // `tsclip train`: train from scratch (a named configuration) or fine-tune (a checkpoint) with
 // open_clip-like flags; checkpoints, metrics.jsonl and the loss plot go to --out.
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { createCLIP, type CLIP } from '../models/clip.js';
 import { CONFIGS, CLIP_MEAN, CLIP_STD, resolveConfig } from '../models/config.js';
@@ -95,6 +95,15 @@ export async function trainCommand(argv: string[]): Promise<void> {
     }
   })();
   const tok = await pickTokenizer(flags, kind);
+  // The run folder carries its tokenizer, so classify/eval/embed find it beside the checkpoints.
+  if (flags.tokenizer) {
+    const src = flags.tokenizer as string;
+    const name = src.endsWith('.json') ? 'tokenizer.json' : src.endsWith('.gz') ? 'merges.txt.gz' : null;
+    if (name && statSync(src).isFile()) {
+      mkdirSync(out, { recursive: true });
+      copyFileSync(src, path.join(out, name));
+    }
+  }
   const device = flags.device as 'cpu' | 'cuda';
 
   // The model: a named configuration from scratch, a checkpoint to fine-tune, or (resume) the run's own.
