@@ -1,6 +1,6 @@
 // `tsclip probe` and `tsclip eval` end to end on tiny models, plus one real process for the
 // no-stack-trace rule of the command line.
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ import { resolveConfig } from '../lib/models/config.js';
 import { saveModelWeights } from '../lib/train/checkpoint.js';
 import { shapesTokenizer } from '../lib/data/shapes.js';
 import { FASHION_MNIST_DIR } from '../lib/data/fashion-mnist.js';
-import { tinyRun, type TinyRun } from './use-helpers.js';
+import { capture, tinyRun, type TinyRun } from './use-helpers.js';
 import { rng } from './helpers.js';
 
 let run: TinyRun;
@@ -39,19 +39,6 @@ afterAll(() => {
   run.model.dispose();
   rmSync(run.dir, { recursive: true, force: true });
 });
-
-async function capture(fn: () => Promise<void>): Promise<string> {
-  const out: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    await fn();
-  } finally {
-    log.mockRestore();
-    err.mockRestore();
-  }
-  return out.join('\n');
-}
 
 describe('tsclip probe', () => {
   it('fits a probe on a class folder (75/25 split) and separates the classes', async () => {

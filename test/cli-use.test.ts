@@ -1,5 +1,5 @@
 // `tsclip classify`, `embed` and `search` end to end on a tiny model saved as a run folder.
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { classifyCommand } from '../lib/cli/classify.js';
@@ -11,7 +11,7 @@ import { DEFAULT_TEMPLATES } from '../lib/zeroshot/templates.js';
 import { embedImages, embedTexts } from '../lib/zeroshot/encode.js';
 import { EmbeddingIndex } from '../lib/retrieval/store.js';
 import { PartialFile, partialPathFor } from '../lib/retrieval/partial.js';
-import { tinyRun, writeImages, type TinyRun } from './use-helpers.js';
+import { capture, tinyRun, writeImages, type TinyRun } from './use-helpers.js';
 
 let run: TinyRun;
 let images: string[];
@@ -25,19 +25,6 @@ afterAll(() => {
 });
 
 /** Runs a command, returning what it printed to stdout (stderr is silenced). */
-async function capture(fn: () => Promise<void>): Promise<string> {
-  const out: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    await fn();
-  } finally {
-    log.mockRestore();
-    err.mockRestore();
-  }
-  return out.join('\n');
-}
-
 describe('tsclip classify', () => {
   it('--json gives the classifier\'s sorted predictions per image; the table shows them', async () => {
     const argv = ['--model', run.dir, '--labels', 'cat,dog|puppy,bird', '--device', 'cpu', images[0], images[1]];

@@ -1,6 +1,7 @@
 // Shared by the zero-shot, retrieval, probe and CLI tests: a tiny CLIP with a tokenizer trained to
 // fit its vocabulary, saved as a tsclip run folder (model.safetensors + merges.txt.gz), and small
 // synthetic images and PNG files.
+import { vi } from 'vitest';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,4 +83,18 @@ export function normalizeRows(x: Float32Array, D: number): Float64Array {
     for (let d = 0; d < D; d++) out[i * D + d] = x[i * D + d] / n;
   }
   return out;
+}
+
+/** Runs a CLI command function and returns what it printed with console.log (stderr muted). */
+export async function capture(fn: () => Promise<void>): Promise<string> {
+  const out: string[] = [];
+  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    await fn();
+  } finally {
+    log.mockRestore();
+    err.mockRestore();
+  }
+  return out.join('\n');
 }
