@@ -1,37 +1,26 @@
 // Zero-shot evaluation: embed images and candidate captions, pick the caption with the highest
 // cosine similarity, count the hits.
-import { Tensor, tidy } from '../tensor.js';
-import { noGrad } from '../autograd.js';
-import { l2Normalize } from '../ops/norm.js';
+import { embedPixelArray, embedTokenArray } from '../zeroshot/encode.js';
 import type { CLIP } from '../models/clip.js';
 import type { Dataset } from '../data/types.js';
 
 /** L2-normalised embeddings of host images [n, 3, R, R] (in chunks), as one host array [n, D]. */
 export function embedImages(model: CLIP, pixels: Float32Array, n: number, R: number, chunk = 256): Float32Array {
-  const D = model.config.embedDim;
-  const out = new Float32Array(n * D);
+  const out = new Float32Array(n * model.config.embedDim);
+  const plane = 3 * R * R;
   for (let s = 0; s < n; s += chunk) {
     const m = Math.min(chunk, n - s);
-    const part = noGrad(() => tidy(() => {
-      const x = Tensor.from(pixels.subarray(s * 3 * R * R, (s + m) * 3 * R * R), [m, 3, R, R], { device: model.device });
-      return l2Normalize(model.encodeImage(x)).toArraySync() as Float32Array;
-    }));
-    out.set(part, s * D);
+    out.set(embedPixelArray(model, pixels.subarray(s * plane, (s + m) * plane), m), s * model.config.embedDim);
   }
   return out;
 }
 
 /** L2-normalised embeddings of token rows [n, L], as one host array [n, D]. */
 export function embedTexts(model: CLIP, tokens: Int32Array, n: number, L: number, chunk = 512): Float32Array {
-  const D = model.config.embedDim;
-  const out = new Float32Array(n * D);
+  const out = new Float32Array(n * model.config.embedDim);
   for (let s = 0; s < n; s += chunk) {
     const m = Math.min(chunk, n - s);
-    const part = noGrad(() => tidy(() => {
-      const t = Tensor.from(tokens.subarray(s * L, (s + m) * L), [m, L], { device: model.device });
-      return l2Normalize(model.encodeText(t)).toArraySync() as Float32Array;
-    }));
-    out.set(part, s * D);
+    out.set(embedTokenArray(model, tokens.subarray(s * L, (s + m) * L), m), s * model.config.embedDim);
   }
   return out;
 }

@@ -44,10 +44,19 @@ export function embedPixels(model: CLIP, pixels: Tensor, batchSize = 64): Float3
 
 /** Unit-length embeddings of m host images [m, 3, R, R] (one batch). */
 export function embedPixelArray(model: CLIP, pixels: Float32Array, m: number): Float32Array {
-  const R = model.config.vision.imageSize;
+  const R = Math.round(Math.sqrt(pixels.length / (3 * m))); // the images' own size
   return noGrad(() => tidy(() => {
     const x = Tensor.from(pixels, [m, 3, R, R], { device: model.device });
     return l2Normalize(model.encodeImage(x)).toArraySync() as Float32Array;
+  }));
+}
+
+/** Unit-length embeddings of m host token rows [m, L] (one batch). */
+export function embedTokenArray(model: CLIP, tokens: Int32Array, m: number): Float32Array {
+  const L = tokens.length / m;
+  return noGrad(() => tidy(() => {
+    const t = Tensor.from(tokens, [m, L], { device: model.device });
+    return l2Normalize(model.encodeText(t)).toArraySync() as Float32Array;
   }));
 }
 
@@ -75,11 +84,7 @@ export function embedTexts(model: CLIP, tokenizer: ClipTokenizer, texts: readonl
   for (let s = 0; s < texts.length; s += batchSize) {
     const chunk = texts.slice(s, s + batchSize);
     const ids = tokenizer.tokenizeToArray(chunk, { contextLength: L, truncate: true });
-    const part = noGrad(() => tidy(() => {
-      const t = Tensor.from(ids, [chunk.length, L], { device: model.device });
-      return l2Normalize(model.encodeText(t)).toArraySync() as Float32Array;
-    }));
-    out.set(part, s * D);
+    out.set(embedTokenArray(model, ids, chunk.length), s * D);
   }
   return out;
 }
