@@ -4,19 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { rng } from './helpers.js';
 import { cleanText, loadTokenizer, splitWords, trainBPE, trainTokenizerCommand, writeMerges } from '../lib/tokenizer/index.js';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
 
 const ADJ = ['small', 'big', 'red', 'blurry', 'bright', 'dark', 'old', 'Shiny', 'wet', 'tiny', 'furry', 'café-style'];
 const NOUN = ['cat', 'dog', 'car', 'bird', 'tree', 'house', 'boat', 'Horse', 'bicycle', 'flower', 'jalapeño', 'chair'];
