@@ -22,8 +22,8 @@ namespace {
 // at once, the finalizer only if it was forgotten.
 class Storage : public Napi::ObjectWrap<Storage> {
  public:
-  static Napi::FunctionReference ctor;
-
+  // No static reference to the class: the module is loaded once per environment (worker threads
+  // too), and a static Napi::Reference would outlive the environment that made it.
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(env, "Storage", {
       InstanceMethod("dispose", &Storage::Dispose),
@@ -32,7 +32,6 @@ class Storage : public Napi::ObjectWrap<Storage> {
       InstanceAccessor("nbytes", &Storage::NBytes, nullptr),
       InstanceAccessor("disposed", &Storage::Disposed, nullptr),
     });
-    ctor = Napi::Persistent(f);
     exports.Set("Storage", f);
   }
 
@@ -103,7 +102,6 @@ class Storage : public Napi::ObjectWrap<Storage> {
   size_t nbytes_ = 0;
   Device device_ = Device::CPU;
 };
-Napi::FunctionReference Storage::ctor;
 
 // A tensor descriptor from JS: [storage, dtype, offsetElements, shape[], strides[]] or null.
 TensorRef parse_tensor(Napi::Env env, Napi::Value v) {
@@ -118,15 +116,16 @@ TensorRef parse_tensor(Napi::Env env, Napi::Value v) {
   if (shape.Length() > size_t(kMaxDims)) throw Napi::Error::New(env, "tensors have at most 8 dimensions");
   t.ndim = int(shape.Length());
   int64_t lo = 0, hi = 0;  // element extent touched by the view, to check it stays in the storage
+  bool empty = false;      // no elements: the view touches nothing
   for (int i = 0; i < t.ndim; i++) {
     t.shape[i] = shape.Get(uint32_t(i)).As<Napi::Number>().Int64Value();
     t.strides[i] = strides.Get(uint32_t(i)).As<Napi::Number>().Int64Value();
-    if (t.shape[i] == 0) { lo = hi = 0; break; }
+    if (t.shape[i] == 0) empty = true;
     int64_t span = (t.shape[i] - 1) * t.strides[i];
     (span < 0 ? lo : hi) += span;
   }
   int64_t es = dtype_size(t.dtype);
-  if (offset + lo < 0 || (offset + hi + 1) * es > int64_t(s->nbytes()))
+  if (!empty && (offset + lo < 0 || (offset + hi + 1) * es > int64_t(s->nbytes())))
     throw Napi::RangeError::New(env, "tensor view lies outside its storage");
   t.device = s->device();
   t.data = static_cast<uint8_t*>(s->ptr(env)) + offset * es;

@@ -32,16 +32,48 @@ export function shapeString(shape: readonly number[]): string {
   return `[${shape.join(',')}]`;
 }
 
-/** A native buffer shared by every view of it; freed when the last view lets go. */
+/**
+ * A native buffer shared by every view of it; freed when the last view lets go. Every write
+ * (an op's output, a host write) bumps `version` and drops the tensors derived from the old
+ * contents (a weight's packed copy), which also die with the buffer.
+ */
 class StorageRef {
   refs = 1;
+  version = 0;
+  private derived_: Map<string, Tensor> | undefined;
   constructor(readonly native: NativeStorage, readonly device: Device, readonly nbytes: number) {}
   retain(): this {
     this.refs++;
     return this;
   }
   release(): void {
-    if (--this.refs === 0) this.native.dispose();
+    if (--this.refs === 0) {
+      this.dropDerived();
+      this.native.dispose();
+    }
+  }
+  /** Host bytes written at a byte offset. */
+  write(byteOffset: number, data: ArrayBufferView): void {
+    this.native.write(byteOffset, data);
+    this.written();
+  }
+  written(): void {
+    this.version++;
+    if (this.derived_) this.dropDerived();
+  }
+  /** A tensor computed from this buffer's current contents, made once per version (e.g. a packed weight). */
+  derived(key: string, make: () => Tensor): Tensor {
+    let t = this.derived_?.get(key);
+    if (!t) {
+      t = untracked(make);
+      (this.derived_ ??= new Map()).set(key, t);
+    }
+    return t;
+  }
+  private dropDerived(): void {
+    const d = this.derived_;
+    this.derived_ = undefined;
+    if (d) for (const t of d.values()) t.dispose();
   }
 }
 
@@ -216,7 +248,7 @@ export class Tensor {
       throw new Error(`Tensor.from: ${data.length} values do not fill shape ${shapeString(sh)} (${numel(sh)} elements)`);
     }
     const t = Tensor.empty(sh, { ...opts, dtype });
-    if (data.length) t.storage.native.write(0, toBytes(data, dtype));
+    if (data.length) t.storage.write(0, toBytes(data, dtype));
     return t;
   }
 
@@ -349,6 +381,7 @@ export class Tensor {
     const out = Tensor.empty(this.shape, { dtype: this.dtype, device: dev });
     const es = DTYPE_SIZE[this.dtype];
     addon().copy(out.storage.native, 0, src.storage.native, src.offset * es, src.size * es);
+    out.storage.written();
     if (src !== this) src.dispose();
     return out;
   }
@@ -380,6 +413,7 @@ export function runRaw(
     ints,
     floats,
   );
+  for (const t of outputs) t?.storage.written();
   if (profile) {
     const e = profile.get(op) ?? { calls: 0, ms: 0 };
     e.calls++;

@@ -2,7 +2,8 @@
 // finite differences, and the errors for bad inputs.
 import { describe, expect, it } from 'vitest';
 import { Tensor } from '../lib/tensor.js';
-import { layerNorm, l2Normalize, softmax } from '../lib/ops/norm.js';
+import { addLayerNorm, layerNorm, l2Normalize, softmax } from '../lib/ops/norm.js';
+import { add, mul } from '../lib/ops/elementwise.js';
 import { transpose } from '../lib/ops/shape.js';
 import { checkOp, expectClose, randArray, tensor, toF64, DEVICE } from './helpers.js';
 
@@ -95,6 +96,44 @@ describe('layerNorm', () => {
     expect(() => layerNorm(x, null, Tensor.zeros([4, 1], { device: DEVICE }))).toThrow(/layerNorm: bias/);
     expect(() => layerNorm(Tensor.zeros([2, 4], { dtype: 'int32', device: DEVICE }), null, null)).toThrow(/layerNorm: input must be float32, got int32\[2,4\]/);
     expect(() => layerNorm(Tensor.zeros([], { device: DEVICE }), null, null)).toThrow(/layerNorm: input must have at least one dimension/);
+  });
+});
+
+describe('addLayerNorm (the residual add fused into the norm)', () => {
+  // Both outputs in one checked function: 0.7 * (x + r) + layerNorm(x + r).
+  for (const [rows, d] of [[3, 5], [10, 130], [7, 33]]) {
+    it(`[${rows},${d}]: the sum and its norm, and gradients through both to x, r, w and b`, () => {
+      checkOp({
+        shapes: [[rows, d], [rows, d], [d], [d]],
+        op: ([x, r, w, b]) => {
+          const { sum, normed } = addLayerNorm(x, r, w, b);
+          return add(mul(sum, 0.7), normed);
+        },
+        ref: ([x, r, w, b]) => {
+          const s = x.map((v, i) => v + r[i]);
+          const y = layerNormRef(s, w, b, d, 1e-5);
+          return y.map((v, i) => v + 0.7 * s[i]);
+        },
+        fwdTol: 2e-5,
+        gradTol: 2e-3,
+      });
+    });
+  }
+
+  it('equals add then layerNorm, bit for bit, on a non-contiguous residual', () => {
+    const x = tensor(randArray(24, 3), [4, 6]);
+    const rt = tensor(randArray(24, 4), [6, 4]);
+    const r = transpose(rt);
+    const w = tensor(randArray(6, 5), [6]), b = tensor(randArray(6, 6), [6]);
+    const { sum, normed } = addLayerNorm(x, r, w, b);
+    const s2 = add(x, r);
+    expect(Array.from(toF64(sum))).toEqual(Array.from(toF64(s2)));
+    expect(Array.from(toF64(normed))).toEqual(Array.from(toF64(layerNorm(s2, w, b))));
+  });
+
+  it('rejects a residual of another shape', () => {
+    const x = Tensor.zeros([2, 4], { device: DEVICE });
+    expect(() => addLayerNorm(x, Tensor.zeros([2, 3], { device: DEVICE }), null, null)).toThrow(/addLayerNorm: residual float32\[2,3\] must have the input's shape float32\[2,4\]/);
   });
 });
 

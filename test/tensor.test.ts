@@ -79,6 +79,15 @@ describe('Tensor', () => {
     s.dispose();
   });
 
+  it('empty tensors: zeros, ops and views with a zero-sized dimension', () => {
+    const z = Tensor.zeros([0, 8], { device: DEVICE });
+    expect(z.shape).toEqual([0, 8]);
+    expect((z.toArraySync() as Float32Array).length).toBe(0);
+    const y = ops.add(z, Tensor.ones([8], { device: DEVICE }));
+    expect(y.shape).toEqual([0, 8]);
+    expect(ops.sum(Tensor.zeros([3, 0], { device: DEVICE }), 1).toArraySync()).toEqual(new Float32Array([0, 0, 0]));
+  });
+
   it('rejects bad shapes and data', () => {
     expect(() => Tensor.from([1, 2, 3], [2, 2])).toThrow(/3 values do not fill shape \[2,2\]/);
     expect(() => Tensor.empty([2, -1])).toThrow(/invalid shape/);

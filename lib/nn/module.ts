@@ -55,7 +55,7 @@ export abstract class Module {
     if (!t) throw new Error(`no parameter or buffer named "${name}"`);
     if (t.size !== values.length) throw new Error(`"${name}": expected ${t.size} values for ${t.describe()}, got ${values.length}`);
     if (t.dtype !== 'float32' || !t.isContiguous) throw new Error(`"${name}": only contiguous float32 tensors can be set`);
-    t.storage.native.write(t.offset * 4, values);
+    t.storage.write(t.offset * 4, values);
   }
 
   train(on = true): this {

@@ -12,7 +12,7 @@ export function fillFrom(t: Tensor, values: Float32Array | Int32Array | Uint8Arr
   if (values.length !== t.size) throw new Error(`fillFrom: ${values.length} values for ${t.describe()}`);
   const direct = (t.dtype === 'float32' && values instanceof Float32Array) || (t.dtype === 'int32' && values instanceof Int32Array) || (t.dtype === 'uint8' && values instanceof Uint8Array);
   if (direct && t.isContiguous) {
-    t.storage.native.write(t.offset * values.BYTES_PER_ELEMENT, values);
+    t.storage.write(t.offset * values.BYTES_PER_ELEMENT, values);
     return;
   }
   const src = Tensor.from(values, t.shape, { device: t.device, dtype: t.dtype === 'bfloat16' ? 'bfloat16' : undefined });

@@ -1,10 +1,14 @@
 // Matrix products on the native gemm: matmul (2-D or batched 3-D, transposed views free) and linear.
+// Under autocast('bf16') (lib/amp.ts) both multiply bfloat16 copies of float32 operands, forward and
+// backward, with float32 accumulation and float32 results (so weight gradients land in float32).
 import { Tensor, contiguousStrides, keep, runRaw } from '../tensor.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
 import { sumTo } from './reduce.js';
 import { activation, type Activation } from './elementwise.js';
 import { UnaryKind } from '../native/kinds.js';
+import { autocastDtype, bf16Copy, castOperand } from '../amp.js';
+import { linearPacked } from './packed.js';
 
 /** A [batch, rows, cols] view of a 2-D or 3-D tensor whose last two dims have a unit stride somewhere. */
 function as3d(t: Tensor, batch: number): { view: Tensor; copied: boolean } {
@@ -65,25 +69,35 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   if (a.ndim === 3 && b.ndim === 3) {
     check('matmul', a.shape[0] === b.shape[0], () => `batch sizes differ: ${a.describe()} @ ${b.describe()}`);
   }
-  const out = gemmRaw(a, b);
-  if (!needsGrad(a, b)) return out;
-  const sa = save(a), sb = save(b);
+  // Mixed precision: the bf16 copies are what the product and its backward read (and what is saved).
+  const amp = autocastDtype() === 'bfloat16';
+  const ca = amp && a.dtype === 'float32' ? castOperand(a, true) : a;
+  const cb = amp && b.dtype === 'float32' ? castOperand(b, true) : b;
+  const out = gemmRaw(ca, cb);
+  if (!needsGrad(a, b)) {
+    if (ca !== a) ca.dispose();
+    if (cb !== b) cb.dispose();
+    return out;
+  }
+  const sa = ca !== a ? keep(ca) : save(a), sb = cb !== b ? keep(cb) : save(b);
   return record(out, 'matmul', [a, b], (g) => {
+    const gg = amp && g.dtype === 'float32' ? bf16Copy(g) : g;
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (a.requiresGrad) {
       const bt = tr(sb);
-      const full = gemmRaw(g, bt); // [batch?, M, K]
+      const full = gemmRaw(gg, bt); // [batch?, M, K]
       bt.dispose();
       ga = sumTo(full, a.shape);
       full.dispose();
     }
     if (b.requiresGrad) {
       const at = tr(sa);
-      const full = gemmRaw(at, g);
+      const full = gemmRaw(at, gg);
       at.dispose();
       gb = sumTo(full, b.shape);
       full.dispose();
     }
+    if (gg !== g) gg.dispose();
     return [ga, gb];
   }, [sa, sb]);
 }
@@ -115,23 +129,37 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, epilogueAc
   if (b) check('linear', b.ndim === 1 && b.shape[0] === outF, () => `bias ${b.describe()} must be [${outF}]`);
   const lead = x.shape.slice(0, -1);
   const rows = lead.reduce((p, s) => p * s, 1);
-  const x2 = x.isContiguous ? x.view([rows, inF], [inF, 1]) : (() => {
-    const c = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
-    runRaw('copy', [x], [c]);
+  // Mixed precision: x and w as bf16 copies (the weight's shared for the autocast scope).
+  const amp = autocastDtype() === 'bfloat16';
+  const xCast = amp && x.dtype === 'float32';
+  const x2 = x.isContiguous && !xCast ? x.view([rows, inF], [inF, 1]) : (() => {
+    let c: Tensor;
+    if (xCast) {
+      c = castOperand(x, false);
+    } else {
+      c = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
+      runRaw('copy', [x], [c]);
+    }
     const v = c.view([rows, inF], [inF, 1]);
     c.dispose();
     return v;
   })();
-  const wt = tr(w);
-  const y2 = gemmRaw(x2, wt, b, undefined, false, 1, epilogueAct);
-  wt.dispose();
+  const wc = amp && w.dtype === 'float32' ? castOperand(w, true) : w;
+  // Inference reuses the weight packed once (lib/ops/packed.ts) where the backend can.
+  const y2 = (!amp && !needsGrad(x, w, b) ? linearPacked(x2, w, b, epilogueAct) : null) ?? (() => {
+    const wt = tr(wc);
+    const r = gemmRaw(x2, wt, b, undefined, false, 1, epilogueAct);
+    wt.dispose();
+    return r;
+  })();
   const out = y2.view([...lead, outF], contiguousStrides([...lead, outF]));
   y2.dispose();
   if (!needsGrad(x, w, b)) {
     x2.dispose();
+    if (wc !== w) wc.dispose();
     return out;
   }
-  const sx = keep(x2), sw = save(w);
+  const sx = keep(x2), sw = wc !== w ? keep(wc) : save(w);
   return record(out, 'linear', [x, w, b], (g) => {
     const g2 = g.isContiguous ? g.view([rows, outF], [outF, 1]) : (() => {
       const c = Tensor.empty(g.shape, { dtype: g.dtype, device: g.device });
@@ -140,18 +168,20 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, epilogueAc
       c.dispose();
       return v;
     })();
+    const gm = amp && g2.dtype === 'float32' ? bf16Copy(g2) : g2; // the GEMMs' operand
     let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
     if (x.requiresGrad) {
-      const d = gemmRaw(g2, sw); // [rows, in]
+      const d = gemmRaw(gm, sw); // [rows, in]
       gx = d.view(x.shape, contiguousStrides(x.shape));
       d.dispose();
     }
     if (w.requiresGrad) {
-      const gt = tr(g2);
+      const gt = tr(gm);
       gw = gemmRaw(gt, sx); // [out, in]
       gt.dispose();
     }
-    if (b && b.requiresGrad) gb = sumTo(g2, [outF]);
+    if (b && b.requiresGrad) gb = sumTo(g2, [outF]); // float32 sum
+    if (gm !== g2) gm.dispose();
     g2.dispose();
     return [gx, gw, gb];
   }, [sx, sw]);

@@ -32,35 +32,66 @@ function lastDim(op: string, x: Tensor): { rows: number; d: number } {
 
 /** Layer normalisation over the last dimension (torch.nn.LayerNorm): (x - mean) / sqrt(var + eps) * w + b. */
 export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps = 1e-5): Tensor {
-  const op = 'layerNorm';
+  return layerNormImpl('layerNorm', x, null, w, b, eps).y;
+}
+
+/**
+ * The pre-norm block's step `s = x + r; y = layerNorm(s)` as one pass over the rows. Returns both:
+ * s carries the residual stream on, y feeds the next sublayer. Gradients flow as through the two ops.
+ */
+export function addLayerNorm(x: Tensor, r: Tensor, w: Tensor | null, b: Tensor | null, eps = 1e-5): { sum: Tensor; normed: Tensor } {
+  const out = layerNormImpl('addLayerNorm', x, r, w, b, eps);
+  return { sum: out.sum!, normed: out.y };
+}
+
+function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null, b: Tensor | null, eps: number): { y: Tensor; sum: Tensor | null } {
   checkTensor(op, 'input', x);
   checkDtype(op, 'input', x, 'float32');
   const { rows, d } = lastDim(op, x);
+  if (r) {
+    checkTensor(op, 'residual', r);
+    checkDtype(op, 'residual', r, 'float32');
+    check(op, shapeString(r.shape) === shapeString(x.shape), () => `residual ${r.describe()} must have the input's shape ${x.describe()}`);
+  }
   for (const [name, t] of [['weight', w], ['bias', b]] as const) {
     if (t === null) continue;
     checkTensor(op, name, t);
     checkDtype(op, name, t, 'float32');
     check(op, t.ndim === 1 && t.shape[0] === d, () => `${name} ${t.describe()} must be [${d}] to match input ${x.describe()}`);
   }
-  checkSameDevice(op, x, w, b);
+  checkSameDevice(op, x, r, w, b);
   check(op, Number.isFinite(eps) && eps >= 0, `eps must be a non-negative number, got ${eps}`);
   const x2 = rows2d(x, rows, d);
+  const r2 = r ? rows2d(r, rows, d) : null;
+  const sum = r ? Tensor.empty(x.shape, { device: x.device }) : null;
+  const s2 = sum ? sum.view([rows, d], [d, 1]) : null;
   const wc = w ? contiguousRaw(w) : Tensor.ones([d], { device: x.device });
   const bc = b ? contiguousRaw(b) : Tensor.zeros([d], { device: x.device });
   const y = Tensor.empty(x.shape, { device: x.device });
   const y2 = y.view([rows, d], [d, 1]);
   const mean = Tensor.empty([rows], { device: x.device });
   const rstd = Tensor.empty([rows], { device: x.device });
-  runRaw('layernorm_fwd', [x2, wc, bc], [y2, mean, rstd], [], [eps]);
+  runRaw('layernorm_fwd', [x2, wc, bc, r2], [y2, mean, rstd, s2], [], [eps]);
   y2.dispose();
   bc.dispose();
-  if (!needsGrad(x, w, b)) {
-    for (const t of [x2, wc, mean, rstd]) t.dispose();
-    return y;
+  r2?.dispose();
+  // What was normalised: x itself, or the sum (its own autograd node, the add's).
+  const normed = s2 ?? x2;
+  if (s2) x2.dispose();
+  let src = x;
+  if (sum && needsGrad(x, r)) {
+    const xs = x.shape, rs = r!.shape;
+    src = record(sum, 'add', [x, r], (g) => [sumTo(g, xs), sumTo(g, rs)]);
+  } else if (sum) {
+    src = sum;
   }
-  const saved = [keep(x2), keep(wc), keep(mean), keep(rstd)];
+  if (!needsGrad(src, w, b)) {
+    for (const t of [normed, wc, mean, rstd]) t.dispose();
+    return { y, sum };
+  }
+  const saved = [keep(normed), keep(wc), keep(mean), keep(rstd)];
   const inShape = x.shape;
-  return record(y, op, [x, w, b], (g) => {
+  const yOut = record(y, 'layerNorm', [src, w, b], (g) => {
     const g2 = rows2d(g, rows, d);
     const dx = Tensor.empty(inShape, { device: g.device });
     const dx2 = dx.view([rows, d], [d, 1]);
@@ -73,6 +104,7 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps = 1
     const gb = b && b.requiresGrad ? db : (db.dispose(), null);
     return [dx, gw, gb];
   }, saved);
+  return { y: yOut, sum };
 }
 
 /** x / max(||x||, eps) over the last dimension (torch.nn.functional.normalize with p=2). */

@@ -119,9 +119,13 @@ struct Problem {
   int64_t ldc;
   const float* bias;
   GemmAct act;
+  const float* packed = nullptr;  // op(B) from sgemm_pack_b (then B is unused)
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Equal k blocks, so a K just over kc does not leave a thin, inefficient last block.
+int64_t k_block(const Kernels& kr, int64_t K) { return ceil_div(K, ceil_div(K, kr.kc)); }
 
 const float* b_at(const Problem& p, int64_t k, int64_t j) {
   return p.tb ? p.B + j * p.ldb + k : p.B + k * p.ldb + j;
@@ -141,6 +145,14 @@ struct Prefetch {
     per_step = ceil_div(lines, std::max<int64_t>(1, steps));
     done = 0;
   }
+  // A prepacked block: `floats` contiguous floats.
+  void start_packed(const float* block, int64_t floats, int64_t steps) {
+    base = reinterpret_cast<const char*>(block);
+    ld = 0;
+    per_row = lines = ceil_div(floats * int64_t(sizeof(float)), 64);
+    per_step = ceil_div(lines, std::max<int64_t>(1, steps));
+    done = 0;
+  }
   void stop() { lines = done = 0; }
   // The next portion, at most `cap` lines (one per k step of the micro-kernel).
   PrefetchRange step(int64_t cap) {
@@ -156,13 +168,12 @@ struct Prefetch {
 // Computes the rows [m0, m1) x columns [n0, n1) of C (block edges on multiples of mr / nr).
 void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int MR = kr.mr, NR = kr.nr;
-  // Equal k blocks, so a K just over kc does not leave a thin, inefficient last block.
-  const int64_t kblocks = ceil_div(p.K, kr.kc);
-  const int64_t KC = ceil_div(p.K, kblocks);
+  const int64_t KC = k_block(kr, p.K);
   const int64_t MC = std::min(kr.mc, ceil_div(m1 - m0, MR) * MR);
   const int64_t NC = std::min(kr.nc, ceil_div(n1 - n0, NR) * NR);
+  const int64_t npad = ceil_div(p.N, NR) * NR;  // a packed k block's width
   float* abuf = t_abuf.get(size_t(MC) * KC + 16);
-  float* bbuf = t_bbuf.get(size_t(NC) * KC + 16);
+  float* bbuf = p.packed ? nullptr : t_bbuf.get(size_t(NC) * KC + 16);
   // Packing stalls on every line of B that is not in cache yet, so while one B block is
   // multiplied, the micro-kernels prefetch the source of the next one.
   Prefetch next_b;
@@ -171,12 +182,16 @@ void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64
     const int64_t nc = std::min(NC, n1 - jc);
     for (int64_t pc = 0; pc < p.K; pc += KC) {
       const int64_t kc = std::min(KC, p.K - pc);
-      kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
+      // A prepacked B block is read in place; its slivers sit kc * NR apart, as in bbuf.
+      const float* bblock = p.packed ? p.packed + pc * npad + jc * kc : bbuf;
+      if (!p.packed) kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
       {
         int64_t jn = jc, pn = pc + KC;
         if (pn >= p.K) pn = 0, jn = jc + NC;
-        if (jn < n1) next_b.start(p, pn, jn, std::min(KC, p.K - pn), std::min(NC, n1 - jn), tiles * ceil_div(nc, NR));
-        else next_b.stop();
+        const int64_t kn = std::min(KC, p.K - pn), nn = std::min(NC, n1 - jn), steps = tiles * ceil_div(nc, NR);
+        if (jn >= n1) next_b.stop();
+        else if (p.packed) next_b.start_packed(p.packed + pn * npad + jn * kn, kn * ceil_div(nn, NR) * NR, steps);
+        else next_b.start(p, pn, jn, kn, nn, steps);
       }
       // The first k block applies beta and the bias; later ones accumulate onto it.
       const float beta = pc == 0 ? p.beta : 1.0f;
@@ -191,7 +206,7 @@ void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64
           const int m = int(std::min<int64_t>(MR, mc - ir));
           for (int64_t jr = 0; jr < nc; jr += NR) {
             const int n = int(std::min<int64_t>(NR, nc - jr));
-            fn(kc, abuf + ir * kc, bbuf + jr * kc, crow + jr, p.ldc, n, p.alpha, beta,
+            fn(kc, abuf + ir * kc, bblock + jr * kc, crow + jr, p.ldc, n, p.alpha, beta,
                bias ? bias + jr : nullptr, next_b.step(kc));
             // After the last k block the tile is final and still in L1.
             if (last && p.act != GemmAct::None) kr.act(p.act, crow + jr, p.ldc, m, n);
@@ -229,20 +244,22 @@ float gemm_act_scalar(GemmAct act, float v) {
 
 const char* sgemm_path() { return sgemm_detail::select_kernels().name; }
 
-void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-           const float* bias, GemmAct act, int threads) {
-  using namespace sgemm_detail;
+namespace sgemm_detail {
+namespace {
+
+void run(const Problem& p, int threads) {
+  const int64_t M = p.M, N = p.N, K = p.K;
   if (M <= 0 || N <= 0) return;
-  if (act != GemmAct::None && beta != 0.0f) {
+  if (p.act != GemmAct::None && p.beta != 0.0f) {
     // The activation applies to the product alone, before C is added: compute it apart.
     std::vector<float> t(size_t(M) * size_t(N));
-    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, 0.0f, t.data(), N, bias, act, threads);
+    Problem q = p;
+    q.beta = 0.0f, q.C = t.data(), q.ldc = N;
+    run(q, threads);
     for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = t[size_t(i * N + j)] + beta * C[i * ldc + j];
+      for (int64_t j = 0; j < N; j++) p.C[i * p.ldc + j] = t[size_t(i * N + j)] + p.beta * p.C[i * p.ldc + j];
     return;
   }
-  const Problem p{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act};
   if (K <= 0) return scale_only(p);
   const Kernels& kr = select_kernels();
   const int64_t mt_max = ceil_div(M, kr.mr), nt_max = ceil_div(N, kr.nr);
@@ -272,6 +289,38 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alph
   parallel_for(tasks, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; t++) task(t);
   });
+}
+
+}  // namespace
+}  // namespace sgemm_detail
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+           const float* bias, GemmAct act, int threads) {
+  sgemm_detail::run({transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act}, threads);
+}
+
+int64_t sgemm_packed_b_floats(int64_t K, int64_t N) {
+  const int64_t nr = sgemm_detail::select_kernels().nr;
+  return K * ((N + nr - 1) / nr * nr);
+}
+
+void sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t ldb, float* packed) {
+  using namespace sgemm_detail;
+  const Kernels& kr = select_kernels();
+  const int64_t KC = k_block(kr, K), npad = ceil_div(N, kr.nr) * kr.nr;
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const Problem p{false, transB, 0, N, K, 1.0f, nullptr, 0, B, ldb, 0.0f, nullptr, 0, nullptr, GemmAct::None};
+    kr.pack_b(transB, b_at(p, pc, 0), ldb, N, std::min(KC, K - pc), packed + pc * npad);
+  }
+}
+
+void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* packed, float beta, float* C, int64_t ldc, const float* bias, GemmAct act,
+                  int threads) {
+  sgemm_detail::Problem p{transA, false, M, N, K, alpha, A, lda, nullptr, 0, beta, C, ldc, bias, act};
+  p.packed = packed;
+  sgemm_detail::run(p, threads);
 }
 
 }  // namespace tsclip

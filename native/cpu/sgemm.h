@@ -20,6 +20,17 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alph
 // The micro-kernel family sgemm uses on this machine: "avx512", "avx2" or "generic".
 const char* sgemm_path();
 
+// op(B) packed once for many products (inference weights): sgemm packs B on every call, which at
+// few rows (M = 50 tokens of one image) costs as much as a third of the product. The layout is
+// the micro-kernel's: k block by k block, each holding [ceil(N/NR)] slivers of [kc][NR], zero past
+// N. It depends on this machine's kernel family, so a packed buffer is valid only in this process.
+int64_t sgemm_packed_b_floats(int64_t K, int64_t N);
+void sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t ldb, float* packed);
+// sgemm with op(B) given as sgemm_pack_b's output.
+void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* packed, float beta, float* C, int64_t ldc, const float* bias,
+                  GemmAct act = GemmAct::None, int threads = 0);
+
 namespace sgemm_detail {
 
 // What a SIMD variant supplies; sgemm.cpp does the blocking, threading and edges.

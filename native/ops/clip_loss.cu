@@ -106,16 +106,7 @@ struct Operands {
   }
 };
 
-tsclip::tc::ClipParams swapped(tsclip::tc::ClipParams q) {
-  std::swap(q.a, q.b);
-  std::swap(q.lda, q.ldb);
-  std::swap(q.a_bf, q.b_bf);
-  std::swap(q.n, q.m);
-  std::swap(q.lse_r, q.lse_c);
-  std::swap(q.c_row, q.c_col);
-  q.offset = -q.offset;
-  return q;
-}
+using tsclip::tc::clip_swapped;
 
 void out_matrix(const OpArgs& a, const TensorRef& t, const char* name, int64_t rows, int64_t D, tsclip::tc::ClipParams* q) {
   const Mat m = matrix(a, t, name);
@@ -132,6 +123,18 @@ void row_pass_bwd(const tsclip::tc::ClipParams& q, bool mma, float* ds_part, cud
 }
 size_t ds_parts(const tsclip::tc::ClipParams& q, bool mma) {
   return mma ? size_t(tsclip::tc::clip_row_blocks(q.n)) : size_t(q.n);
+}
+
+// clip_ce: rows and cols of one width, and the labels offset + i (i < n) inside the m columns. The
+// messages are the CPU kernel's.
+int64_t label_offset(const OpArgs& a, const Mat& R, const Mat& C) {
+  const std::string rd = a.input(0).describe(), cd = a.input(1).describe();
+  a.require(R.cols == C.cols, "rows " + rd + " and cols " + cd + " must have one width");
+  const int64_t off = a.i(0);
+  a.require(off >= 0 && off + R.rows <= C.rows, "the labels offset+i = " + std::to_string(off) + ".." +
+                                                    std::to_string(off + R.rows - 1) + " of rows " + rd +
+                                                    " must index the columns of cols " + cd);
+  return off;
 }
 
 }  // namespace
@@ -155,7 +158,7 @@ void cuda_clip_loss_fwd(const OpArgs& args) {
   p.log_scale = t;
   p.lse_out = lse_row;
   CUDA_CHECK(tsclip::tc::clip_row_pass(p, s, ops.mma, false));
-  tsclip::tc::ClipParams q = swapped(p);
+  tsclip::tc::ClipParams q = clip_swapped(p);
   q.lse_out = lse_col;
   CUDA_CHECK(tsclip::tc::clip_row_pass(q, s, ops.mma, false));
   const float w = float(0.5 / double(N));
@@ -191,24 +194,19 @@ void cuda_clip_loss_bwd(const OpArgs& args) {
   q.da = p.da, q.ldda = p.ldda, q.da_bf = p.da_bf;
   Scratch part(ds_parts(q, ops.mma) * sizeof(float));
   row_pass_bwd(q, ops.mma, static_cast<float*>(part.p), s);
-  tsclip::tc::ClipParams qt = swapped(q);
+  tsclip::tc::ClipParams qt = clip_swapped(q);
   qt.da = pt.da, qt.ldda = pt.ldda, qt.da_bf = pt.da_bf;
   row_pass_bwd(qt, ops.mma, nullptr, s);
   tsclip::tc::clip_sum_kernel<<<1, 1024, 0, s>>>(static_cast<float*>(part.p), int(ds_parts(q, ops.mma)), dscale);
   CUDA_CHECK_LAUNCH();
 }
 
-// One direction with a label offset (proposed ops clip_ce_fwd / clip_ce_bwd).
+// One direction with a label offset (clip_ce_fwd / clip_ce_bwd in ops.def).
 // fwd: in rows [n,D], cols [m,D], log_scale [1]. out loss [1] = weight * sum_i (lse_i - s_{i,i+offset}),
 //      lse [n]. ints: offset. floats: weight.
 void cuda_clip_ce_fwd(const OpArgs& args) {
   const Mat R = matrix(args, args.input(0), "rows"), Cm = matrix(args, args.input(1), "cols");
-  args.require(R.cols == Cm.cols, "rows " + args.input(0).describe() + " and cols " + args.input(1).describe() +
-                                      " must have one width");
-  const int64_t off = args.i(0);
-  args.require(off >= 0 && off + R.rows <= Cm.rows, "labels offset+0.." + std::to_string(R.rows - 1) + " with offset " +
-                                                        std::to_string(off) + " fall outside the " +
-                                                        std::to_string(Cm.rows) + " columns");
+  const int64_t off = label_offset(args, R, Cm);
   const float* t = scalar(args, args.input(2), "log_scale");
   float* loss = scalar_out(args, args.output(0), "loss");
   float* lse = vec_f32(args, args.output(1), "lse", R.rows);
@@ -230,12 +228,7 @@ void cuda_clip_ce_fwd(const OpArgs& args) {
 //      (overwritten). ints: offset. floats: weight.
 void cuda_clip_ce_bwd(const OpArgs& args) {
   const Mat R = matrix(args, args.input(0), "rows"), Cm = matrix(args, args.input(1), "cols");
-  args.require(R.cols == Cm.cols, "rows " + args.input(0).describe() + " and cols " + args.input(1).describe() +
-                                      " must have one width");
-  const int64_t off = args.i(0);
-  args.require(off >= 0 && off + R.rows <= Cm.rows, "labels offset+0.." + std::to_string(R.rows - 1) + " with offset " +
-                                                        std::to_string(off) + " fall outside the " +
-                                                        std::to_string(Cm.rows) + " columns");
+  const int64_t off = label_offset(args, R, Cm);
   const float* t = scalar(args, args.input(2), "log_scale");
   const float* lse = vec_f32(args, args.input(3), "lse", R.rows);
   const float* dloss = scalar(args, args.input(4), "dloss");
@@ -257,15 +250,15 @@ void cuda_clip_ce_bwd(const OpArgs& args) {
     return;
   }
   Operands ops(args, R, Cm, s);
-  tsclip::tc::ClipParams q = ops.p;
-  q.log_scale = t, q.dloss = dloss, q.lse_r = lse, q.c_row = weight, q.c_col = 0.f, q.offset = int(off);
-  q.da = pr.da, q.ldda = pr.ldda, q.da_bf = pr.da_bf;
-  Scratch part(ds_parts(q, ops.mma) * sizeof(float));
-  row_pass_bwd(q, ops.mma, static_cast<float*>(part.p), s);
-  tsclip::tc::ClipParams qc = swapped(q);
-  qc.da = pc.da, qc.ldda = pc.ldda, qc.da_bf = pc.da_bf;
-  row_pass_bwd(qc, ops.mma, nullptr, s);
-  tsclip::tc::clip_sum_kernel<<<1, 1024, 0, s>>>(static_cast<float*>(part.p), int(ds_parts(q, ops.mma)), dscale);
+  tsclip::tc::ClipParams p = ops.p;
+  p.log_scale = t, p.dloss = dloss;
+  tsclip::tc::ClipCeBwdPlan plan = tsclip::tc::clip_ce_bwd_plan(p, lse, weight, int(off));
+  plan.rows.da = pr.da, plan.rows.ldda = pr.ldda, plan.rows.da_bf = pr.da_bf;
+  plan.cols.da = pc.da, plan.cols.ldda = pc.ldda, plan.cols.da_bf = pc.da_bf;
+  Scratch part(ds_parts(plan.rows, ops.mma) * sizeof(float));
+  row_pass_bwd(plan.rows, ops.mma, static_cast<float*>(part.p), s);
+  row_pass_bwd(plan.cols, ops.mma, nullptr, s);
+  tsclip::tc::clip_sum_kernel<<<1, 1024, 0, s>>>(static_cast<float*>(part.p), int(ds_parts(plan.rows, ops.mma)), dscale);
   CUDA_CHECK_LAUNCH();
 }
 

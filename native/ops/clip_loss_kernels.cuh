@@ -17,6 +17,8 @@
 //              4 (rows) x 2 (columns). The backward writes the tile's dZ to shared memory and adds
 //              dZ b into register accumulators for a DC-wide slice of D (grid.y = D / DC slices).
 #pragma once
+#include <utility>
+
 #include "tc.cuh"
 
 namespace tsclip::tc {
@@ -421,7 +423,39 @@ __global__ void clip_to_bf16_kernel(const float* src, int64_t ld, int64_t n, int
 }
 
 // ------------------------------------------------------------------------------------------------
-// Host side.
+// Host side. The parameter plans below are shared with the emulator test (native/cuda/dev), so it
+// runs the passes exactly as the ops set them up.
+
+// The same logits seen from the columns: operands, statistics and weights trade places and column
+// j's label is row j - offset.
+inline ClipParams clip_swapped(ClipParams q) {
+  std::swap(q.a, q.b);
+  std::swap(q.lda, q.ldb);
+  std::swap(q.a_bf, q.b_bf);
+  std::swap(q.n, q.m);
+  std::swap(q.lse_r, q.lse_c);
+  std::swap(q.c_row, q.c_col);
+  q.offset = -q.offset;
+  return q;
+}
+
+// clip_ce's backward (one direction, `weight` per row, row i labelled i + offset) as two row passes:
+// rows -> the gradient of a (set .da) and the partials of ds (set .ds_part); cols -> the gradient
+// of b, the swapped problem, whose only statistics are the rows' (c_col = weight on lse).
+struct ClipCeBwdPlan {
+  ClipParams rows, cols;
+};
+inline ClipCeBwdPlan clip_ce_bwd_plan(const ClipParams& p, const float* lse, float weight, int offset) {
+  ClipCeBwdPlan plan;
+  plan.rows = p;
+  plan.rows.lse_r = lse, plan.rows.lse_c = nullptr;
+  plan.rows.c_row = weight, plan.rows.c_col = 0.f;
+  plan.rows.offset = offset;
+  plan.rows.ds_part = nullptr;
+  plan.cols = clip_swapped(plan.rows);
+  return plan;
+}
+
 #if !defined(TSCLIP_EMU)
 // v2 takes bf16 operands with 16-byte rows.
 inline bool clip_mma_eligible(const ClipParams& p) {

@@ -1,16 +1,19 @@
 // CUDA kernels for 2-D convolution (NCHW, square stride and padding, no dilation or groups),
 // batch norm and average pooling.
 //
-// Convolutions are implicit GEMMs on one shared-memory tiled kernel (64x64 output tile, 16-deep K
-// slices, 4x4 outputs per thread, fp32 FMA). Each direction is a small "problem" struct that says how
-// to read A[m, k] and B[k, n] from the tensors (im2col on the fly, zero outside the image) and where
-// C[m, n] goes:
-//   forward      C[o, (n,ho,wo)]  = sum over k=(c,ky,kx) of w[o, k] * x[n, c, ho*s-p+ky, wo*s-p+kx]
-//   bwd data     C[c, (n,h,w)]    = sum over k=(o,ky,kx) of w[o, c, ky, kx] * dy[n, o, (h+p-ky)/s, (w+p-kx)/s]
-//   bwd weight   C[o, (c,ky,kx)] += sum over k=(n,ho,wo) of dy[n, o, ho, wo] * x[n, c, ho*s-p+ky, wo*s-p+kx]
-// The weight gradient's K (batch x output pixels) is long and its output small, so K is split over
-// blocks (grid z) into partial tiles that a second kernel sums in a fixed order: no atomics.
-// A tensor-core version replaces the kernel later; the problem structs stay.
+// Convolutions are implicit GEMMs (conv_kernels.cuh): v1, the fp32 tiled kernel, and v2, tensor
+// cores. The path of each call:
+//   - any GEMM operand in bfloat16 (forward: x or w; bwd data: dy or w; bwd weight: dy or x):
+//     v2 on bf16 (m16n8k16), the other operand rounded to bf16 as it is loaded, fp32 accumulation.
+//   - float32 operands follow the gemm op's rule, so f32 models keep their precision by default:
+//     v2 with 3xTF32 (float32 accuracy; x = hi + lo in tf32, three products), or plain tf32
+//     (10-bit mantissas, ~1e-3 relative) when allowed: ints[2] (allow_tf32) != 0, or
+//     TSCLIP_CUDA_TF32=1 as for gemm.
+//   - v1, exact float32, when TSCLIP_CUDA_CONV=simple (tests, ruling a kernel out), when the v2
+//     grid does not fit (more than 65535 column tiles), and in the CPU emulation build.
+// The weight gradient's K (batch x output pixels) is long and its output small, so both versions
+// split K over blocks (grid z) into partial tiles that a second kernel sums in a fixed order: no
+// atomics, the same result on every run. The bias gradient is a separate exact f32 reduction.
 //
 // Batch norm: per-channel mean/variance by Welford per thread, merged with Chan's formula across
 // threads and blocks (stable for large counts); running stats updated as PyTorch does (unbiased
@@ -18,144 +21,20 @@
 // gathering the windows that cover it), so nothing is accumulated concurrently.
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 #include "../cuda/common.cuh"
 #include "../cuda/runtime.h"
 #include "../tensor.h"
+#include "conv_kernels.cuh"
 
 namespace tsclip {
 namespace {
 
+using convk::ConvShape;
 using cuda::ldf;
 using cuda::stf;
-
-constexpr int BM = 64, BN = 64, BK = 16, kGemmThreads = 256;
-
-struct ConvShape {
-  int N, C, H, W, O, kh, kw, Ho, Wo, stride, pad;
-};
-
-// ---------------------------------------------------------------------------------------------
-// The tiled kernel. P provides: float a(m, k), float b(k, n), void store(m, n, value, split).
-template <class P>
-__global__ void __launch_bounds__(kGemmThreads) igemm_kernel(P p, int M, int N, int K, int k_per_split) {
-  __shared__ float As[BK][BM + 4];
-  __shared__ float Bs[BK][BN + 4];
-  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kb = blockIdx.z * k_per_split;
-  const int ke = min(K, kb + k_per_split);
-  float acc[4][4] = {};
-  for (int k0 = kb; k0 < ke; k0 += BK) {
-#pragma unroll
-    for (int i = 0; i < (BM * BK) / kGemmThreads; i++) {
-      int e = tid + i * kGemmThreads, mm = e / BK, kk = e % BK;
-      int gm = m0 + mm, gk = k0 + kk;
-      As[kk][mm] = (gm < M && gk < ke) ? p.a(gm, gk) : 0.f;
-    }
-#pragma unroll
-    for (int i = 0; i < (BN * BK) / kGemmThreads; i++) {
-      int e = tid + i * kGemmThreads, kk = e / BN, nn = e % BN;
-      int gk = k0 + kk, gn = n0 + nn;
-      Bs[kk][nn] = (gn < N && gk < ke) ? p.b(gk, gn) : 0.f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < BK; kk++) {
-      float av[4], bv[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) av[i] = As[kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < 4; j++) bv[j] = Bs[kk][tx + 16 * j];
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 4; i++)
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-      int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-      if (m < M && n < N) p.store(m, n, acc[i][j], int(blockIdx.z));
-    }
-}
-
-// x[n, c, h, w] with zero padding outside the image.
-__device__ __forceinline__ float x_at(const void* x, bool xb, const ConvShape& s, int n, int c, int h, int w) {
-  if (h < 0 || h >= s.H || w < 0 || w >= s.W) return 0.f;
-  return ldf(x, xb, ((int64_t(n) * s.C + c) * s.H + h) * s.W + w);
-}
-
-struct ConvFwd {
-  const void* x; const void* w; const void* bias; void* y;
-  bool xb, wb, biasb, yb;
-  ConvShape s;
-  __device__ float a(int m, int k) const { return ldf(w, wb, int64_t(m) * (s.C * s.kh * s.kw) + k); }
-  __device__ float b(int k, int col) const {
-    int khw = s.kh * s.kw, c = k / khw, r = k - c * khw, ky = r / s.kw, kx = r - ky * s.kw;
-    int hw = s.Ho * s.Wo, n = col / hw, q = col - n * hw, ho = q / s.Wo, wo = q - ho * s.Wo;
-    return x_at(x, xb, s, n, c, ho * s.stride - s.pad + ky, wo * s.stride - s.pad + kx);
-  }
-  __device__ void store(int m, int col, float v, int) const {
-    int hw = s.Ho * s.Wo, n = col / hw, q = col - n * hw;
-    if (bias) v += ldf(bias, biasb, m);
-    stf(y, yb, (int64_t(n) * s.O + m) * hw + q, v);
-  }
-};
-
-struct ConvBwdData {
-  const void* dy; const void* w; void* dx;
-  bool dyb, wb, dxb;
-  ConvShape s;
-  __device__ float a(int m, int k) const {  // m = c, k = (o, ky, kx)
-    int khw = s.kh * s.kw, o = k / khw, r = k - o * khw;
-    return ldf(w, wb, (int64_t(o) * s.C + m) * khw + r);
-  }
-  __device__ float b(int k, int col) const {  // col = (n, h, w)
-    int khw = s.kh * s.kw, o = k / khw, r = k - o * khw, ky = r / s.kw, kx = r - ky * s.kw;
-    int hw = s.H * s.W, n = col / hw, q = col - n * hw, h = q / s.W, w = q - h * s.W;
-    int th = h + s.pad - ky, tw = w + s.pad - kx;
-    if (th < 0 || tw < 0 || th % s.stride || tw % s.stride) return 0.f;
-    int ho = th / s.stride, wo = tw / s.stride;
-    if (ho >= s.Ho || wo >= s.Wo) return 0.f;
-    return ldf(dy, dyb, ((int64_t(n) * s.O + o) * s.Ho + ho) * s.Wo + wo);
-  }
-  __device__ void store(int m, int col, float v, int) const {
-    int hw = s.H * s.W, n = col / hw, q = col - n * hw;
-    stf(dx, dxb, (int64_t(n) * s.C + m) * hw + q, v);
-  }
-};
-
-struct ConvBwdWeight {
-  const void* dy; const void* x; float* part;  // part: [splits, O, C*kh*kw]
-  bool dyb, xb;
-  ConvShape s;
-  __device__ float a(int m, int k) const {  // m = o, k = (n, ho, wo)
-    int hw = s.Ho * s.Wo, n = k / hw, q = k - n * hw;
-    return ldf(dy, dyb, (int64_t(n) * s.O + m) * hw + q);
-  }
-  __device__ float b(int k, int col) const {  // col = (c, ky, kx)
-    int hw = s.Ho * s.Wo, n = k / hw, q = k - n * hw, ho = q / s.Wo, wo = q - ho * s.Wo;
-    int khw = s.kh * s.kw, c = col / khw, r = col - c * khw, ky = r / s.kw, kx = r - ky * s.kw;
-    return x_at(x, xb, s, n, c, ho * s.stride - s.pad + ky, wo * s.stride - s.pad + kx);
-  }
-  __device__ void store(int m, int col, float v, int split) const {
-    int cols = s.C * s.kh * s.kw;
-    part[(int64_t(split) * s.O + m) * cols + col] = v;
-  }
-};
-
-// dw[i] += sum over splits of part[split, i], in split order.
-__global__ void sum_splits_kernel(const float* part, int64_t n, int splits, void* dw, bool dwb) {
-  CUDA_GRID_LOOP(i, n) {
-    float s = 0.f;
-    for (int k = 0; k < splits; k++) s += part[int64_t(k) * n + i];
-    stf(dw, dwb, i, ldf(dw, dwb, i) + s);
-  }
-}
 
 // dbias[o] += sum over n, pixels of dy[n, o, :, :]. One block per channel.
 __global__ void bias_grad_kernel(const void* dy, bool dyb, void* db, bool dbb, int N, int O, int64_t hw) {
@@ -172,10 +51,13 @@ __global__ void bias_grad_kernel(const void* dy, bool dyb, void* db, bool dbb, i
   }
 }
 
+// v1 on one direction's problem P, split over grid z when splits > 1.
 template <class P>
-void launch_igemm(const P& p, int64_t M, int64_t N, int64_t K, int splits, int64_t k_per_split) {
-  dim3 grid(unsigned((N + BN - 1) / BN), unsigned((M + BM - 1) / BM), unsigned(splits));
-  cuda::launch(igemm_kernel<P>, grid, kGemmThreads, 0, cuda::stream(), p, int(M), int(N), int(K), int(k_per_split));
+void launch_simple(const P& p, int64_t M, int64_t N, int64_t K, int splits, int64_t k_per_split) {
+  dim3 grid(unsigned((N + convk::kSimpleBN - 1) / convk::kSimpleBN), unsigned((M + convk::kSimpleBM - 1) / convk::kSimpleBM),
+            unsigned(splits));
+  cuda::launch(convk::conv_simple_kernel<P>, grid, convk::kSimpleThreads, 0, cuda::stream(), p, int(M), int(N), int(K),
+      int(k_per_split));
 }
 
 // Checks x [N,C,H,W], w [O,C,kh,kw] and returns the geometry; every index fits in int32.
@@ -207,6 +89,59 @@ void require_vec(const OpArgs& a, const TensorRef& t, int64_t n, const char* wha
   a.require(t.contiguous() && t.numel() == n,
             std::string(what) + " must be contiguous [" + std::to_string(n) + "], got " + t.describe());
 }
+
+#if !defined(TSCLIP_CPU_EMU)
+// TSCLIP_CUDA_CONV=simple forces v1; auto (or unset) chooses.
+bool simple_forced() {
+  static const bool v = [] {
+    const char* e = std::getenv("TSCLIP_CUDA_CONV");
+    if (!e || !*e || !std::strcmp(e, "auto")) return false;
+    if (!std::strcmp(e, "simple")) return true;
+    throw Error(std::string("TSCLIP_CUDA_CONV must be auto or simple, got '") + e + "'");
+  }();
+  return v;
+}
+
+// The gemm op's tf32 rule: the call's allow_tf32 (ints[2]) or TSCLIP_CUDA_TF32=1 everywhere.
+bool allow_tf32(const OpArgs& a) {
+  static const bool everywhere = [] {
+    const char* e = std::getenv("TSCLIP_CUDA_TF32");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
+  return everywhere || (a.ints.size() > 2 && a.i(2) != 0);
+}
+
+// Runs v2 and returns true, or returns false (nothing launched) when its plan does not fit.
+bool run_tc(const OpArgs& a, convk::ConvTcParams& p) {
+  if (simple_forced()) return false;
+  p.bf16_mma = p.a_bf16 || p.b_bf16;
+  p.tf32_fast = !p.bf16_mma && allow_tf32(a);
+  convk::conv_tc_sizes(p);
+  const convk::ConvTcPlan pl = convk::conv_tc_plan(p, cuda::sm_count());
+  if (!pl.ok) return false;
+  p.k_per_split = pl.k_per_split;
+  cudaStream_t st = cuda::stream();
+  const convk::ConvKernel kern = convk::conv_tc_kernel(p, pl);
+  if (pl.part_elems == 0) {
+    cuda::launch(kern, dim3(pl.gx, pl.gy, pl.gz), pl.threads, size_t(pl.smem), st, p);
+    return true;
+  }
+  // weight gradient split over K: partial tiles, then dw += their sum
+  void* dw = p.out;
+  p.part = static_cast<float*>(cuda::alloc(size_t(pl.part_elems) * sizeof(float)));
+  try {
+    cuda::launch(kern, dim3(pl.gx, pl.gy, pl.gz), pl.threads, size_t(pl.smem), st, p);
+    const int64_t n = int64_t(p.M) * p.Ng;
+    cuda::launch(convk::conv_sum_splits_kernel, cuda::grid_for(n), cuda::kBlock, 0, st, p.part, n, pl.splits, dw,
+        p.out_bf16);
+  } catch (...) {
+    cuda::free(p.part);
+    throw;
+  }
+  cuda::free(p.part);  // stream-ordered reuse
+  return true;
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Batch norm.
@@ -411,9 +346,17 @@ void cuda_conv2d_fwd(const OpArgs& a) {
   if (bias) require_vec(a, *bias, s.O, "bias");
   int64_t M = s.O, N = int64_t(s.N) * s.Ho * s.Wo, K = int64_t(s.C) * s.kh * s.kw;
   if (M * N == 0) return;
-  ConvFwd p{x.data, w.data, bias ? bias->data : nullptr, y.data, cuda::is_bf16(x), cuda::is_bf16(w),
-            bias && cuda::is_bf16(*bias), cuda::is_bf16(y), s};
-  launch_igemm(p, M, N, K, 1, std::max<int64_t>(K, 1));
+#if !defined(TSCLIP_CPU_EMU)
+  convk::ConvTcParams tp;
+  tp.s = s, tp.dir = convk::kConvFwd;
+  tp.a = x.data, tp.b = w.data, tp.bias = bias ? bias->data : nullptr, tp.out = y.data;
+  tp.a_bf16 = cuda::is_bf16(x), tp.b_bf16 = cuda::is_bf16(w), tp.bias_bf16 = bias && cuda::is_bf16(*bias);
+  tp.out_bf16 = cuda::is_bf16(y);
+  if (run_tc(a, tp)) return;
+#endif
+  convk::ConvFwd p{x.data, w.data, bias ? bias->data : nullptr, y.data, cuda::is_bf16(x), cuda::is_bf16(w),
+                   bias && cuda::is_bf16(*bias), cuda::is_bf16(y), s};
+  launch_simple(p, M, N, K, 1, std::max<int64_t>(K, 1));
 }
 
 void cuda_conv2d_bwd_data(const OpArgs& a) {
@@ -427,8 +370,15 @@ void cuda_conv2d_bwd_data(const OpArgs& a) {
   require_nchw(a, dy, s.N, s.O, s.Ho, s.Wo, "dy");
   int64_t M = s.C, N = int64_t(s.N) * s.H * s.W, K = int64_t(s.O) * s.kh * s.kw;
   if (M * N == 0) return;
-  ConvBwdData p{dy.data, w.data, dx.data, cuda::is_bf16(dy), cuda::is_bf16(w), cuda::is_bf16(dx), s};
-  launch_igemm(p, M, N, K, 1, std::max<int64_t>(K, 1));
+#if !defined(TSCLIP_CPU_EMU)
+  convk::ConvTcParams tp;
+  tp.s = s, tp.dir = convk::kConvBwdData;
+  tp.a = dy.data, tp.b = w.data, tp.out = dx.data;
+  tp.a_bf16 = cuda::is_bf16(dy), tp.b_bf16 = cuda::is_bf16(w), tp.out_bf16 = cuda::is_bf16(dx);
+  if (run_tc(a, tp)) return;
+#endif
+  convk::ConvBwdData p{dy.data, w.data, dx.data, cuda::is_bf16(dy), cuda::is_bf16(w), cuda::is_bf16(dx), s};
+  launch_simple(p, M, N, K, 1, std::max<int64_t>(K, 1));
 }
 
 void cuda_conv2d_bwd_weight(const OpArgs& a) {
@@ -445,25 +395,29 @@ void cuda_conv2d_bwd_weight(const OpArgs& a) {
   int64_t M = s.O, N = int64_t(s.C) * s.kh * s.kw, K = int64_t(s.N) * s.Ho * s.Wo;
   cudaStream_t st = cuda::stream();
   if (M * N > 0 && K > 0) {
-    // Split K so that about four blocks per SM run, each with at least 8 K-slices.
-    int64_t tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-    int64_t target = int64_t(cuda::sm_count()) * 4;
-    int64_t splits = std::max<int64_t>(1, std::min((target + tiles - 1) / tiles, (K + 8 * BK - 1) / (8 * BK)));
-    splits = std::min<int64_t>(splits, 65535);
-    int64_t kps = (K + splits - 1) / splits;
-    kps = (kps + BK - 1) / BK * BK;
-    splits = (K + kps - 1) / kps;
-    float* part = static_cast<float*>(cuda::alloc(size_t(splits * M * N) * sizeof(float)));
-    try {
-      ConvBwdWeight p{dy.data, x.data, part, cuda::is_bf16(dy), cuda::is_bf16(x), s};
-      launch_igemm(p, M, N, K, int(splits), kps);
-      cuda::launch(sum_splits_kernel, cuda::grid_for(M * N), cuda::kBlock, 0, st, part, M * N, int(splits), dw.data,
-          cuda::is_bf16(dw));
-    } catch (...) {
-      cuda::free(part);
-      throw;
+    bool done = false;
+#if !defined(TSCLIP_CPU_EMU)
+    convk::ConvTcParams tp;
+    tp.s = s, tp.dir = convk::kConvBwdWeight;
+    tp.a = dy.data, tp.b = x.data, tp.out = dw.data;
+    tp.a_bf16 = cuda::is_bf16(dy), tp.b_bf16 = cuda::is_bf16(x), tp.out_bf16 = cuda::is_bf16(dw);
+    done = run_tc(a, tp);
+#endif
+    if (!done) {
+      int64_t kps = 0;
+      const int splits = convk::conv_simple_splits(M, N, K, cuda::sm_count(), &kps);
+      float* part = static_cast<float*>(cuda::alloc(size_t(splits * M * N) * sizeof(float)));
+      try {
+        convk::ConvBwdWeight p{dy.data, x.data, part, cuda::is_bf16(dy), cuda::is_bf16(x), s};
+        launch_simple(p, M, N, K, splits, kps);
+        cuda::launch(convk::conv_sum_splits_kernel, cuda::grid_for(M * N), cuda::kBlock, 0, st, part, M * N, splits,
+            dw.data, cuda::is_bf16(dw));
+      } catch (...) {
+        cuda::free(part);
+        throw;
+      }
+      cuda::free(part);  // stream-ordered reuse
     }
-    cuda::free(part);  // stream-ordered reuse
   }
   if (db && s.O > 0) {
     int64_t hw = int64_t(s.Ho) * s.Wo;

@@ -1,11 +1,14 @@
 // CPU gemm op: c[b] = act(alpha * a[b] @ b[b] + bias) + (accumulate ? c[b] : 0), on strided views.
 // Decodes each operand's strides into (transposed, leading dimension) for sgemm, folds a batch
 // that shares one weight into a single taller product, and runs small batched products in
-// parallel over the batch.
+// parallel over the batch. bf16 operands, bias or output (as the CUDA op takes them) go through
+// f32 copies: sgemm stays the one float32 kernel, and accumulation is float32 either way.
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "../cpu/sgemm.h"
+#include "../cpu/strided.h"
 #include "../cpu/threadpool.h"
 #include "../tensor.h"
 
@@ -26,13 +29,36 @@ std::string strides_of(const TensorRef& t) {
   return s + "]";
 }
 
+// Converts a bf16 operand's matrices into packed f32 ones in the same orientation: lines (rows,
+// or columns when transposed) of unit stride, each `len` long, ld = len, one matrix per batch entry
+// (one when broadcast). o is rewritten to describe the copy.
+void widen(const uint16_t* src, Operand& o, int64_t batch, std::vector<float>& dst) {
+  const int64_t lines = o.trans ? o.cols : o.rows, len = o.trans ? o.rows : o.cols;
+  const int64_t mats = o.batch_stride == 0 ? 1 : batch;
+  dst.resize(size_t(mats * lines * len));
+  const int64_t bs = o.batch_stride, ld = o.ld;
+  float* out = dst.data();
+  parallel_for(mats * lines, std::max<int64_t>(1, 16384 / std::max<int64_t>(len, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t l = lo; l < hi; l++) {
+      const uint16_t* s = src + (l / lines) * bs + (l % lines) * ld;
+      float* d = out + l * len;
+      for (int64_t j = 0; j < len; j++) d[j] = bf16_to_f32(s[j]);
+    }
+  });
+  o.data = out;
+  o.ld = len;
+  o.batch_stride = mats > 1 ? lines * len : 0;
+}
+
 // A matrix view is usable when one of its last two strides is 1 (a dimension of size 1 may
 // have any stride). Row-major: element (r, c) at r*ld + c; transposed: at c*ld + r.
-Operand decode(const OpArgs& args, const TensorRef& t, const char* name, int64_t batch) {
-  args.require(t.dtype == DType::F32, std::string(name) + " must be float32, got " + t.describe());
+// A bf16 operand is widened into `widened` (same orientation, packed), which `data` then points to.
+Operand decode(const OpArgs& args, const TensorRef& t, const char* name, int64_t batch, std::vector<float>& widened) {
+  args.require(t.dtype == DType::F32 || t.dtype == DType::BF16,
+               std::string(name) + " must be float32 or bfloat16, got " + t.describe());
   args.require(t.ndim == 2 || t.ndim == 3,
                std::string(name) + " must be [batch,rows,cols] or [rows,cols], got " + t.describe());
-  Operand o{t.ptr<const float>(), 0, t.size(-2), t.size(-1), false, 0};
+  Operand o{t.dtype == DType::F32 ? t.ptr<const float>() : nullptr, 0, t.size(-2), t.size(-1), false, 0};
   if (t.ndim == 3) {
     args.require(t.shape[0] == batch || t.shape[0] == 1,
                  std::string(name) + " has batch " + std::to_string(t.shape[0]) + ", expected " +
@@ -50,7 +76,32 @@ Operand decode(const OpArgs& args, const TensorRef& t, const char* name, int64_t
     args.fail(std::string(name) + " " + t.describe() + " has strides " + strides_of(t) +
               ": one of the last two strides must be 1");
   }
+  if (t.dtype == DType::BF16) widen(t.ptr<const uint16_t>(), o, batch, widened);
   return o;
+}
+
+void run_gemm(const Operand& a, const Operand& b, float* c, int64_t batch, int64_t M, int64_t N, int64_t K,
+              float alpha, float beta, const float* bias, GemmAct act) {
+  // One weight for every batch entry and a's rows evenly spaced across entries: a single
+  // [batch*M, K] @ [K, N] product packs the weight once instead of once per entry.
+  if (batch > 1 && b.batch_stride == 0 && !a.trans && (M == 1 || a.batch_stride == M * a.ld)) {
+    const int64_t lda = M == 1 ? a.batch_stride : a.ld;
+    sgemm(false, b.trans, batch * M, N, K, alpha, a.data, lda, b.data, b.ld, beta, c, N, bias, act);
+    return;
+  }
+  auto one = [&](int64_t i, int threads) {
+    sgemm(a.trans, b.trans, M, N, K, alpha, a.data + i * a.batch_stride, a.ld,
+          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias, act, threads);
+  };
+  // Many small products: one thread each beats splitting every one of them.
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  if (batch > 1 && num_threads() > 1 && (batch >= 4 * num_threads() || flops < 8e6)) {
+    parallel_for(batch, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; i++) one(i, 1);
+    });
+    return;
+  }
+  for (int64_t i = 0; i < batch; i++) one(i, 0);
 }
 
 }  // namespace
@@ -66,12 +117,13 @@ void cpu_gemm(const OpArgs& args) {
   args.require(act >= 0 && act <= int64_t(GemmAct::Gelu),
                "activation must be 0 (none), 1 (relu), 2 (quick_gelu) or 3 (gelu), got " + std::to_string(act));
 
-  args.require(tc.dtype == DType::F32, "c must be float32, got " + tc.describe());
+  args.require(tc.dtype == DType::F32 || tc.dtype == DType::BF16, "c must be float32 or bfloat16, got " + tc.describe());
   args.require(tc.ndim == 2 || tc.ndim == 3, "c must be [batch,M,N] or [M,N], got " + tc.describe());
   args.require(tc.contiguous(), "c " + tc.describe() + " must be contiguous, has strides " + strides_of(tc));
   const int64_t batch = tc.ndim == 3 ? tc.shape[0] : 1;
   const int64_t M = tc.size(-2), N = tc.size(-1);
-  const Operand a = decode(args, ta, "a", batch), b = decode(args, tb, "b", batch);
+  std::vector<float> wa, wb;  // f32 copies of bf16 operands
+  const Operand a = decode(args, ta, "a", batch, wa), b = decode(args, tb, "b", batch, wb);
   args.require(a.cols == b.rows, "inner sizes differ: a " + ta.describe() + " @ b " + tb.describe());
   args.require(a.rows == M && b.cols == N, "c is " + tc.describe() + ", expected [" +
                                                std::to_string(a.rows) + "," + std::to_string(b.cols) +
@@ -81,39 +133,42 @@ void cpu_gemm(const OpArgs& args) {
   const float* bias = nullptr;
   std::vector<float> bias_copy;
   if (tbias) {
-    args.require(tbias->dtype == DType::F32 && tbias->ndim == 1 && tbias->shape[0] == N,
-                 "bias must be float32[" + std::to_string(N) + "], got " + tbias->describe());
-    bias = tbias->ptr<const float>();
-    if (N > 1 && tbias->strides[0] != 1) {  // the micro-kernels read the bias as a vector
+    args.require((tbias->dtype == DType::F32 || tbias->dtype == DType::BF16) && tbias->ndim == 1 && tbias->shape[0] == N,
+                 "bias must be float32[" + std::to_string(N) + "] or bfloat16[" + std::to_string(N) + "], got " +
+                     tbias->describe());
+    const int64_t s = tbias->strides[0];
+    if (tbias->dtype == DType::BF16) {
       bias_copy.resize(size_t(N));
-      for (int64_t j = 0; j < N; j++) bias_copy[size_t(j)] = bias[j * tbias->strides[0]];
+      for (int64_t j = 0; j < N; j++) bias_copy[size_t(j)] = bf16_to_f32(tbias->ptr<const uint16_t>()[j * s]);
       bias = bias_copy.data();
+    } else {
+      bias = tbias->ptr<const float>();
+      if (N > 1 && s != 1) {  // the micro-kernels read the bias as a vector
+        bias_copy.resize(size_t(N));
+        for (int64_t j = 0; j < N; j++) bias_copy[size_t(j)] = bias[j * s];
+        bias = bias_copy.data();
+      }
     }
   }
   if (batch == 0 || M == 0 || N == 0) return;
 
-  float* c = tc.ptr<float>();
-  const float beta = accumulate ? 1.0f : 0.0f;
-  // One weight for every batch entry and a's rows evenly spaced across entries: a single
-  // [batch*M, K] @ [K, N] product packs the weight once instead of once per entry.
-  if (batch > 1 && b.batch_stride == 0 && !a.trans && (M == 1 || a.batch_stride == M * a.ld)) {
-    const int64_t lda = M == 1 ? a.batch_stride : a.ld;
-    sgemm(false, b.trans, batch * M, N, K, alpha, a.data, lda, b.data, b.ld, beta, c, N, bias, GemmAct(act));
-    return;
+  // A bf16 output is computed in f32 (holding c's old values when accumulating), then rounded once.
+  const bool c_bf16 = tc.dtype == DType::BF16;
+  const int64_t c_numel = batch * M * N;
+  std::vector<float> wc;
+  if (c_bf16) {
+    wc.resize(size_t(c_numel));
+    if (accumulate) {
+      const uint16_t* src = tc.ptr<const uint16_t>();
+      for (int64_t i = 0; i < c_numel; i++) wc[size_t(i)] = bf16_to_f32(src[i]);
+    }
   }
-  auto one = [&](int64_t i, int threads) {
-    sgemm(a.trans, b.trans, M, N, K, alpha, a.data + i * a.batch_stride, a.ld,
-          b.data + i * b.batch_stride, b.ld, beta, c + i * M * N, N, bias, GemmAct(act), threads);
-  };
-  // Many small products: one thread each beats splitting every one of them.
-  const double flops = 2.0 * double(M) * double(N) * double(K);
-  if (batch > 1 && num_threads() > 1 && (batch >= 4 * num_threads() || flops < 8e6)) {
-    parallel_for(batch, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; i++) one(i, 1);
-    });
-    return;
+  float* c = c_bf16 ? wc.data() : tc.ptr<float>();
+  run_gemm(a, b, c, batch, M, N, K, alpha, accumulate ? 1.0f : 0.0f, bias, GemmAct(act));
+  if (c_bf16) {
+    uint16_t* dst = tc.ptr<uint16_t>();
+    for (int64_t i = 0; i < c_numel; i++) dst[i] = f32_to_bf16(wc[size_t(i)]);
   }
-  for (int64_t i = 0; i < batch; i++) one(i, 0);
 }
 
 }  // namespace tsclip

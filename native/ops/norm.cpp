@@ -27,6 +27,9 @@ int64_t reduce_chunks(int64_t rows) { return std::max<int64_t>(1, std::min<int64
 void cpu_layernorm_fwd(const OpArgs& a) {
   const TensorRef &x = a.input(0), &w = a.input(1), &b = a.input(2);
   const TensorRef &y = a.output(0), &mean = a.output(1), &rstd = a.output(2);
+  // The residual form (x + r, then its norm) is the transformer block's: one pass instead of two ops.
+  const TensorRef* r = a.in.size() > 3 && a.in[3].defined() ? &a.in[3] : nullptr;
+  const TensorRef* s = a.out.size() > 3 && a.out[3].defined() ? &a.out[3] : nullptr;
   require_f32(a, x, "x");
   a.require(x.ndim == 2 && x.contiguous(), "x must be a contiguous [rows,D] tensor, got " + x.describe());
   const int64_t rows = x.shape[0], D = x.shape[1];
@@ -35,20 +38,33 @@ void cpu_layernorm_fwd(const OpArgs& a) {
   require_shape(a, y, "y", {rows, D});
   require_shape(a, mean, "mean", {rows});
   require_shape(a, rstd, "rstd", {rows});
+  a.require(!r == !s, "the residual r and the sum s come together");
+  if (r) {
+    require_shape(a, *r, "r", {rows, D});
+    require_shape(a, *s, "s", {rows, D});
+  }
   const float eps = float(a.f(0));
   const float *px = x.ptr<float>(), *pw = w.ptr<float>(), *pb = b.ptr<float>();
-  float *py = y.ptr<float>(), *pm = mean.ptr<float>(), *pr = rstd.ptr<float>();
+  const float* pr = r ? r->ptr<float>() : nullptr;
+  float *py = y.ptr<float>(), *pm = mean.ptr<float>(), *prs = rstd.ptr<float>();
+  float* ps = s ? s->ptr<float>() : nullptr;
   parallel_for(rows, row_grain(D), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      const float* xr = px + r * D;
-      float* yr = py + r * D;
+    for (int64_t i = r0; i < r1; i++) {
+      const float* xr = px + i * D;
+      if (pr) {  // the sum is normalised from where it was written (still in L1)
+        float* sr = ps + i * D;
+        const float* rr = pr + i * D;
+        for (int64_t j = 0; j < D; j++) sr[j] = xr[j] + rr[j];
+        xr = sr;
+      }
+      float* yr = py + i * D;
       // Two passes (mean, then squared deviations) stay accurate when |mean| >> std.
       const float mu = D ? rowops::sum(xr, D) / float(D) : 0.f;
       const float var = D ? rowops::sq_dev(xr, mu, D) / float(D) : 0.f;
       const float rs = 1.0f / std::sqrt(var + eps);
       for (int64_t j = 0; j < D; j++) yr[j] = (xr[j] - mu) * rs * pw[j] + pb[j];
-      pm[r] = mu;
-      pr[r] = rs;
+      pm[i] = mu;
+      prs[i] = rs;
     }
   });
 }

@@ -37,29 +37,42 @@ __device__ __forceinline__ int64_t warps_total() { return int64_t(gridDim.x) * (
 
 // ---------------------------------------------------------------------------------------------
 // layernorm forward: mean, then the variance about it (two passes, no cancellation), then y.
+// With a residual r, the row normalised is s = x + r, written to p.s in the first pass and read
+// back by the same lane (as stored: rounded when s is bf16, as the CPU reads its float32 s).
 struct LnFwd {
   const void* x; const void* w; const void* b; void* y;
   float* mean; float* rstd;
   bool xb, wb, bb, yb;
+  const void* r = nullptr; void* s = nullptr;
+  bool rb = false, sb = false;
 };
 
 __global__ void layernorm_fwd_kernel(LnFwd p, int64_t rows, int64_t D, float eps) {
   int lane = threadIdx.x & 31;
+  const void* src = p.s ? p.s : p.x;
+  const bool srcb = p.s ? p.sb : p.xb;
   for (int64_t r = warp_id_global(); r < rows; r += warps_total()) {
     int64_t base = r * D;
     float s = 0.f;
-    for (int64_t c = lane; c < D; c += 32) s += ldf(p.x, p.xb, base + c);
+    if (p.s) {
+      for (int64_t c = lane; c < D; c += 32) {
+        stf(p.s, p.sb, base + c, ldf(p.x, p.xb, base + c) + ldf(p.r, p.rb, base + c));
+        s += ldf(p.s, p.sb, base + c);
+      }
+    } else {
+      for (int64_t c = lane; c < D; c += 32) s += ldf(p.x, p.xb, base + c);
+    }
     s = warp_sum(s);
     float m = D ? s / float(D) : 0.f;  // D = 0: mean 0, variance 0, as on the CPU
     float v = 0.f;
     for (int64_t c = lane; c < D; c += 32) {
-      float d = ldf(p.x, p.xb, base + c) - m;
+      float d = ldf(src, srcb, base + c) - m;
       v += d * d;
     }
     v = warp_sum(v);
     float rs = 1.f / sqrtf((D ? v / float(D) : 0.f) + eps);
     for (int64_t c = lane; c < D; c += 32) {
-      float xh = (ldf(p.x, p.xb, base + c) - m) * rs;
+      float xh = (ldf(src, srcb, base + c) - m) * rs;
       stf(p.y, p.yb, base + c, xh * ldf(p.w, p.wb, c) + ldf(p.b, p.bb, c));
     }
     if (lane == 0) {
@@ -260,9 +273,21 @@ void cuda_layernorm_fwd(const OpArgs& a) {
             "weight and bias must be contiguous [" + std::to_string(D) + "]");
   require_f32_vec(a, mean, rows, "mean");
   require_f32_vec(a, rstd, rows, "rstd");
+  const TensorRef* r = a.in.size() > 3 && a.in[3].defined() ? &a.in[3] : nullptr;
+  const TensorRef* s = a.out.size() > 3 && a.out[3].defined() ? &a.out[3] : nullptr;
+  a.require(!r == !s, "the residual r and the sum s come together");
+  if (r) {
+    require_float(a, *r, "r");
+    require_float(a, *s, "s");
+    require_contig(a, *r, "r");
+    require_contig(a, *s, "s");
+    a.require(r->numel() == x.numel() && s->numel() == x.numel(),
+              "r and s must match x " + x.describe() + ", got " + r->describe() + " and " + s->describe());
+  }
   if (rows == 0) return;
   LnFwd p{x.data, w.data, b.data, y.data, mean.ptr<float>(), rstd.ptr<float>(),
           cuda::is_bf16(x), cuda::is_bf16(w), cuda::is_bf16(b), cuda::is_bf16(y)};
+  if (r) p.r = r->data, p.s = s->data, p.rb = cuda::is_bf16(*r), p.sb = cuda::is_bf16(*s);
   cuda::launch(layernorm_fwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), p, rows, D, float(a.f(0)));
 }
 

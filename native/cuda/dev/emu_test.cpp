@@ -1,7 +1,8 @@
-// Runs the tensor-core kernels (gemm v1/v2, attention, clip loss) on the CPU through the emulator in
-// emu.h and compares them with float64 references: fragment layouts, index arithmetic, barrier
-// placement and edge handling, on a machine without a GPU. The sm_90a wgmma kernel is not covered
-// (its copy engine and descriptors are not emulated); the lab checks it on a device.
+// Runs the tensor-core kernels (gemm v1/v2, attention, clip loss, conv v1/v2) on the CPU through
+// the emulator in emu.h and compares them with float64 references: fragment layouts, index
+// arithmetic, barrier placement and edge handling, on a machine without a GPU. The sm_90a wgmma
+// kernel is not covered (its copy engine and descriptors are not emulated); the lab checks it on a
+// device.
 //
 //   g++ -std=c++17 -O1 -DTSCLIP_EMU -Inative native/cuda/dev/emu_test.cpp -o /tmp/emu_test && /tmp/emu_test
 //   (native/cuda/dev/build.sh emu does the same)
@@ -13,6 +14,7 @@
 
 #include "ops/attention_kernels.cuh"
 #include "ops/clip_loss_kernels.cuh"
+#include "ops/conv_kernels.cuh"
 #include "ops/gemm_kernels.cuh"
 
 using namespace tsclip::tc;
@@ -500,16 +502,6 @@ void clip_case(const ClipCase& c, uint64_t seed) {
   ClipParams p;
   p.a = A.ptr(), p.b = Bm.ptr(), p.lda = D, p.ldb = D, p.a_bf = p.b_bf = c.mma;
   p.n = n, p.m = m, p.D = D, p.log_scale = &t_dev, p.dloss = &g_dev;
-  auto swapped = [&](ClipParams q) {
-    std::swap(q.a, q.b);
-    std::swap(q.lda, q.ldb);
-    std::swap(q.a_bf, q.b_bf);
-    std::swap(q.n, q.m);
-    std::swap(q.lse_r, q.lse_c);
-    std::swap(q.c_row, q.c_col);
-    q.offset = -q.offset;
-    return q;
-  };
   auto row_pass = [&](const ClipParams& q, bool bwd) {
     if (c.mma) {
       const int dc = D <= 128 ? 128 : D <= 256 ? 256 : 512;
@@ -534,7 +526,7 @@ void clip_case(const ClipCase& c, uint64_t seed) {
     q.lse_out = lse_r.data();
     row_pass(q, false);
     if (c.symmetric) {
-      ClipParams q2 = swapped(p);
+      ClipParams q2 = clip_swapped(p);
       q2.lse_out = lse_c.data();
       row_pass(q2, false);
     }
@@ -557,14 +549,18 @@ void clip_case(const ClipCase& c, uint64_t seed) {
   const int parts = c.mma ? (n + 63) / 64 : n;
   std::vector<float> ds_part(size_t(parts), NAN), ds(1, NAN);
   {
-    ClipParams q = p;
-    q.lse_r = lse_r.data();
-    q.c_row = float(w);
-    if (c.symmetric) q.lse_c = lse_c.data(), q.c_col = float(w);
-    q.offset = c.symmetric ? 0 : c.offset;
+    ClipParams q, q2;
+    if (c.symmetric) {
+      q = p;
+      q.lse_r = lse_r.data(), q.lse_c = lse_c.data();
+      q.c_row = q.c_col = float(w);
+      q2 = clip_swapped(q);  // columns' gradients: same dZ, roles of the statistics swapped
+    } else {  // as the clip_ce_bwd op plans it
+      ClipCeBwdPlan plan = clip_ce_bwd_plan(p, lse_r.data(), float(w), c.offset);
+      q = plan.rows, q2 = plan.cols;
+    }
     q.da = dA.ptr(), q.ldda = D, q.da_bf = c.bf16_out, q.ds_part = ds_part.data();
     row_pass(q, true);
-    ClipParams q2 = swapped(q);  // columns' gradients: same dZ, roles of the statistics swapped
     q2.da = dB.ptr(), q2.ldda = D, q2.da_bf = c.bf16_out, q2.ds_part = nullptr;
     row_pass(q2, true);
     emu::launch(dim3(1), dim3(1024), 0, [&] { clip_sum_kernel(ds_part.data(), parts, ds.data()); });
@@ -591,6 +587,173 @@ void test_clip_loss() {
   clip_case({40, 150, 72, 70, false, true, false, 2.5f}, seed++); // one-sided, label offset
   clip_case({70, 0, 48, 0, true, false, false, 4.6f}, seed++);
   clip_case({30, 90, 40, 60, false, false, true, 1.0f}, seed++);
+  // one-sided as clip_ce runs for a data-parallel shard: the last shard (offset + n == m), labels
+  // crossing column tiles, ragged row blocks; odd D on the f32 path; a single row
+  clip_case({70, 200, 40, 130, false, true, false, 4.6f}, seed++);
+  clip_case({33, 97, 37, 64, false, false, false, 2.0f}, seed++);
+  clip_case({1, 5, 9, 4, false, false, false, 3.0f}, seed++);
+}
+
+// ------------------------------------------------------------------------------------------------
+// conv: the implicit-GEMM kernels of conv_kernels.cuh against float64 references of the three
+// directions; v2 through the plan the op uses (tile shape, K splits, partial sums), v1 on a few.
+
+struct ConvCase {
+  int N, C, H, W, O, k, s, p;
+  bool x_bf, w_bf;  // x and dy storage, w storage (either bf16: bf16 mma; both f32: tf32 products)
+  bool out_bf, bias;
+  bool tf32_fast = false;  // f32: plain tf32 instead of 3xTF32
+  int splits = 0;          // weight gradient: imposed K splits (0: the plan's for 2 SMs)
+  bool simple = false;     // v1 instead of v2
+};
+
+void conv_case(const ConvCase& c, uint64_t seed) {
+  using namespace tsclip::convk;
+  Rng rng(seed);
+  const int Ho = (c.H + 2 * c.p - c.k) / c.s + 1, Wo = (c.W + 2 * c.p - c.k) / c.s + 1;
+  const ConvShape s{c.N, c.C, c.H, c.W, c.O, c.k, c.k, Ho, Wo, c.s, c.p};
+  const size_t nx = size_t(c.N) * c.C * c.H * c.W, nw = size_t(c.O) * c.C * c.k * c.k, ny = size_t(c.N) * c.O * Ho * Wo;
+  Buf x(nx, c.x_bf), w(nw, c.w_bf), dy(ny, c.x_bf), bias(size_t(c.O), c.out_bf);
+  Buf y(ny, c.out_bf), dx(nx, c.out_bf), dw(nw, c.out_bf);  // y, dx NaN: every element must be written
+  x.fill_random(rng);
+  w.fill_random(rng, 0.5f);
+  dy.fill_random(rng);
+  bias.fill_random(rng);
+  dw.fill_random(rng);  // accumulated onto
+  const std::vector<float> dw0 = [&] {
+    std::vector<float> v(nw);
+    for (size_t i = 0; i < nw; i++) v[i] = dw.get(i);
+    return v;
+  }();
+
+  // float64 references, by scattering every (output pixel, tap) product
+  std::vector<double> ry(ny, 0.0), rdx(nx, 0.0), rdw(nw, 0.0);
+  for (int n = 0; n < c.N; n++)
+    for (int o = 0; o < c.O; o++)
+      for (int ho = 0; ho < Ho; ho++)
+        for (int wo = 0; wo < Wo; wo++) {
+          const size_t iy = ((size_t(n) * c.O + o) * Ho + ho) * Wo + wo;
+          double acc = c.bias ? bias.get(size_t(o)) : 0.0;
+          for (int ch = 0; ch < c.C; ch++)
+            for (int ky = 0; ky < c.k; ky++)
+              for (int kx = 0; kx < c.k; kx++) {
+                const int h = ho * c.s - c.p + ky, ww = wo * c.s - c.p + kx;
+                if (h < 0 || h >= c.H || ww < 0 || ww >= c.W) continue;
+                const size_t ix = ((size_t(n) * c.C + ch) * c.H + h) * c.W + ww;
+                const size_t iw = ((size_t(o) * c.C + ch) * c.k + ky) * c.k + kx;
+                acc += double(x.get(ix)) * w.get(iw);
+                rdx[ix] += double(dy.get(iy)) * w.get(iw);
+                rdw[iw] += double(dy.get(iy)) * x.get(ix);
+              }
+          ry[iy] = acc;
+        }
+  for (size_t i = 0; i < nw; i++) rdw[i] += dw0[i];
+
+  char name[200];
+  std::snprintf(name, sizeof name, "conv %s N%d C%d %dx%d O%d k%d s%d p%d x:%s w:%s%s%s%s", c.simple ? "simple" : "mma",
+                c.N, c.C, c.H, c.W, c.O, c.k, c.s, c.p, c.x_bf ? "bf16" : "f32", c.w_bf ? "bf16" : "f32",
+                c.out_bf ? " ->bf16" : "", c.bias ? " bias" : "", c.tf32_fast ? " tf32" : "");
+  const bool bf_mma = c.x_bf || c.w_bf;
+  const int khw = c.k * c.k;
+  auto run = [&](int dir, const void* a, bool abf, const void* b, bool bbf, Buf& out) -> std::string {
+    if (c.simple) {
+      const int64_t M = dir == kConvFwd ? c.O : dir == kConvBwdData ? c.C : c.O;
+      const int64_t Nn = dir == kConvFwd ? ny / c.O : dir == kConvBwdData ? nx / c.C : int64_t(c.C) * khw;
+      const int64_t K = dir == kConvFwd ? int64_t(c.C) * khw : dir == kConvBwdData ? int64_t(c.O) * khw : ny / c.O;
+      auto grid = [&](int z) {
+        return dim3(unsigned((Nn + kSimpleBN - 1) / kSimpleBN), unsigned((M + kSimpleBM - 1) / kSimpleBM), unsigned(z));
+      };
+      if (dir == kConvFwd) {
+        ConvFwd q{a, b, c.bias ? bias.ptr() : nullptr, out.ptr(), abf, bbf, bias.bf, out.bf, s};
+        emu::launch(grid(1), dim3(kSimpleThreads), 0, [&] { conv_simple_kernel(q, int(M), int(Nn), int(K), int(K)); });
+      } else if (dir == kConvBwdData) {
+        ConvBwdData q{a, b, out.ptr(), abf, bbf, out.bf, s};
+        emu::launch(grid(1), dim3(kSimpleThreads), 0, [&] { conv_simple_kernel(q, int(M), int(Nn), int(K), int(K)); });
+      } else {
+        int64_t kps = 0;
+        const int splits = conv_simple_splits(M, Nn, K, 2, &kps);
+        std::vector<float> part(size_t(splits * M * Nn), NAN);
+        ConvBwdWeight q{a, b, part.data(), abf, bbf, s};
+        emu::launch(grid(splits), dim3(kSimpleThreads), 0, [&] { conv_simple_kernel(q, int(M), int(Nn), int(K), int(kps)); });
+        emu::launch(dim3(2), dim3(256), 0, [&] { conv_sum_splits_kernel(part.data(), M * Nn, splits, out.ptr(), out.bf); });
+        return " splits " + std::to_string(splits);
+      }
+      return "";
+    }
+    ConvTcParams p;
+    p.s = s, p.dir = dir, p.a = a, p.b = b, p.out = out.ptr();
+    p.bias = dir == kConvFwd && c.bias ? bias.ptr() : nullptr;
+    p.a_bf16 = abf, p.b_bf16 = bbf, p.bias_bf16 = bias.bf, p.out_bf16 = out.bf;
+    p.bf16_mma = abf || bbf, p.tf32_fast = c.tf32_fast && !p.bf16_mma;
+    conv_tc_sizes(p);
+    const ConvTcPlan pl = conv_tc_plan(p, 2, dir == kConvBwdWeight ? c.splits : 0);
+    if (!pl.ok) return " (no plan)";
+    p.k_per_split = pl.k_per_split;
+    std::vector<float> part(size_t(pl.part_elems), NAN);
+    if (pl.part_elems) p.part = part.data();
+    const ConvKernel kern = conv_tc_kernel(p, pl);
+    emu::launch(dim3(pl.gx, pl.gy, pl.gz), dim3(unsigned(pl.threads)), size_t(pl.smem), [&] { kern(p); });
+    if (pl.part_elems) {
+      const int64_t n = int64_t(p.M) * p.Ng;
+      emu::launch(dim3(2), dim3(256), 0, [&] { conv_sum_splits_kernel(p.part, n, pl.splits, out.ptr(), out.bf); });
+    }
+    char tile[64];
+    std::snprintf(tile, sizeof tile, " %dx%d%s splits %d", pl.bm, pl.bn, pl.b_kmajor ? "" : " B:c-major", pl.splits);
+    return tile;
+  };
+  // Tolerances: bf16 operands multiply exactly and accumulate in f32 (a float32-sized error) unless
+  // an f32 operand is rounded to bf16 on the way (relative 2^-9 per product: a norm-wise check);
+  // tf32 keeps 10 bits; a bf16 output adds its own rounding.
+  auto verify = [&](const std::string& what, const std::vector<double>& ref, const Buf& out, int K) {
+    std::vector<float> got(ref.size());
+    for (size_t i = 0; i < got.size(); i++) got[i] = out.get(i);
+    const double rk = std::sqrt(double(K));
+    const bool rounded_in = bf_mma && !(c.x_bf && c.w_bf) && !c.simple;
+    const bool tf32 = !bf_mma && c.tf32_fast && !c.simple;
+    if (rounded_in) check_norm(what, ref, got, 8e-3, 0.05);
+    else check(what, ref, got, (tf32 ? 2e-3 : 2e-6) * rk + 1e-5, out.bf ? 8e-3 : 1e-5);
+  };
+  std::string t;
+  t = run(kConvFwd, x.ptr(), x.bf, w.ptr(), w.bf, y);
+  verify(std::string(name) + " fwd" + t, ry, y, c.C * khw);
+  t = run(kConvBwdData, dy.ptr(), dy.bf, w.ptr(), w.bf, dx);
+  verify(std::string(name) + " bwd_data" + t, rdx, dx, c.O * khw);
+  t = run(kConvBwdWeight, dy.ptr(), dy.bf, x.ptr(), x.bf, dw);
+  verify(std::string(name) + " bwd_weight" + t, rdw, dw, c.N * Ho * Wo);
+}
+
+void test_conv() {
+  uint64_t seed = 500;
+  //        N  C   H   W   O  k  s  p  x_bf   w_bf   out_bf bias
+  // 3x3 same padding: ragged M (162), N (12, 16, 144) and K (144, 108, 162) against every tile;
+  // two column tiles of the weight gradient
+  conv_case({2, 16, 9, 9, 12, 3, 1, 1, true, true, false, true}, seed++);
+  // 1x1: O > 128 (two 128-wide tiles), bwd data with the C-major weight tile, two 128-row tiles of
+  // the weight gradient
+  conv_case({2, 40, 7, 7, 136, 1, 1, 0, true, true, false, false}, seed++);
+  // stride 2 with padding (bwd data skips the taps that reach no output), odd sizes
+  conv_case({2, 6, 11, 10, 20, 3, 2, 1, true, true, true, true}, seed++);
+  // the 3-channel stem: K = 27, stride 2
+  conv_case({2, 3, 13, 13, 16, 3, 2, 1, true, true, false, true}, seed++);
+  // non-overlapping patches (kernel = stride, no padding), f32 weight rounded on load, bf16 output
+  conv_case({1, 3, 12, 12, 70, 4, 4, 0, true, false, true, true}, seed++);
+  // f32: 3xTF32 (float32 accuracy), then plain tf32
+  conv_case({2, 5, 8, 7, 9, 3, 1, 1, false, false, false, true}, seed++);
+  conv_case({1, 24, 6, 6, 33, 1, 1, 0, false, false, false, true, true}, seed++);
+  // weight gradient split over K (partial sums added in order), bf16 dw accumulated onto
+  {
+    ConvCase c{2, 4, 12, 12, 8, 3, 1, 1, true, true, true, false};
+    c.splits = 3;
+    conv_case(c, seed++);
+  }
+  // a weight gradient deep enough (K = 1024) for the plan's own split, f32 dw accumulated onto
+  conv_case({4, 4, 16, 16, 8, 3, 1, 1, false, false, false, true}, seed++);
+  // v1, the fp32 fallback, on mixed storage; then split over K
+  for (ConvCase c : {ConvCase{2, 5, 9, 8, 7, 3, 2, 1, false, true, false, true},
+                     ConvCase{4, 3, 16, 16, 6, 3, 1, 1, true, true, true, false}}) {
+    c.simple = true;
+    conv_case(c, seed++);
+  }
 }
 
 }  // namespace
@@ -600,6 +763,7 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "gemm") test_gemm();
   if (only.empty() || only == "attention") test_attention();
   if (only.empty() || only == "clip") test_clip_loss();
+  if (only.empty() || only == "conv") test_conv();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }

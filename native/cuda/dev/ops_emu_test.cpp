@@ -413,6 +413,12 @@ void test_norms() {
     expect_close("layernorm_bwd db" + tag, rb.cpu[2], rb.gpu[2], 1e-4, 1e-4);
     Run rn = RUN(layernorm_bwd, {&dy, &x, &w, &m, &rs}, {&dx, nullptr, nullptr});
     expect_close("layernorm_bwd dx only" + tag, rn.cpu[0], rn.gpu[0], 1e-5, 1e-4);
+    // The residual form: s = x + res is written and normalised.
+    Tensor res = randn({rows, D}, rng), sum = make(DType::F32, {rows, D});
+    Run rr = RUN(layernorm_fwd, {&x, &w, &b, &res}, {&y, &mean, &rstd, &sum}, {}, {1e-5});
+    expect_close("layernorm_fwd+residual y" + tag, rr.cpu[0], rr.gpu[0], 1e-5, 1e-5);
+    expect_close("layernorm_fwd+residual rstd" + tag, rr.cpu[2], rr.gpu[2], 1e-5, 1e-5);
+    expect_close("layernorm_fwd+residual s" + tag, rr.cpu[3], rr.gpu[3], 0, 0);
   }
   // L2 norm with a zero row and a tiny row (the eps branch).
   Tensor x = randn({6, 33}, rng);
@@ -637,6 +643,34 @@ void test_bf16() {
     cpu_conv2d_fwd(args_of("conv2d_fwd", {&x32, &w32, nullptr}, {&y32}, {1, 1}));
     cuda_conv2d_fwd(args_of("conv2d_fwd", {&x, &w, nullptr}, {&y}, {1, 1}));
     expect_close("bf16 conv2d_fwd", y32, y, 1e-4, 1e-4);
+  }
+  {
+    // All three directions with bf16 storage everywhere (outputs, bias, accumulated gradients),
+    // stride 2 and padding, against the CPU kernels on float32 copies of the same values. This
+    // build runs the ops' fp32 kernels; the tensor-core kernels are checked in emu_test.cpp.
+    const int64_t N = 2, C = 3, H = 9, W = 8, O = 5, k = 3, s = 2, p = 1;
+    const int64_t Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    Tensor x = as(DType::BF16, randn({N, C, H, W}, rng)), w = as(DType::BF16, randn({O, C, k, k}, rng, -0.5, 0.5));
+    Tensor b = as(DType::BF16, randn({O}, rng)), dy = as(DType::BF16, randn({N, O, Ho, Wo}, rng));
+    Tensor x32 = as(DType::F32, x), w32 = as(DType::F32, w), b32 = as(DType::F32, b), dy32 = as(DType::F32, dy);
+    Tensor y32 = make(DType::F32, {N, O, Ho, Wo}), y = make(DType::BF16, {N, O, Ho, Wo});
+    cpu_conv2d_fwd(args_of("conv2d_fwd", {&x32, &w32, &b32}, {&y32}, {s, p}));
+    cuda_conv2d_fwd(args_of("conv2d_fwd", {&x, &w, &b}, {&y}, {s, p}));
+    expect_close("bf16 conv2d_fwd s2 bias ->bf16", y32, y, 1e-3, tol);
+    Tensor dx32 = make(DType::F32, {N, C, H, W}), dx = make(DType::BF16, {N, C, H, W});
+    cpu_conv2d_bwd_data(args_of("conv2d_bwd_data", {&dy32, &w32}, {&dx32}, {s, p}));
+    cuda_conv2d_bwd_data(args_of("conv2d_bwd_data", {&dy, &w}, {&dx}, {s, p}));
+    expect_close("bf16 conv2d_bwd_data s2 ->bf16", dx32, dx, 1e-3, tol);
+    Tensor dw = as(DType::BF16, randn({O, C, k, k}, rng)), db = as(DType::BF16, randn({O}, rng));
+    Tensor dw32 = as(DType::F32, dw), db32 = as(DType::F32, db);
+    cpu_conv2d_bwd_weight(args_of("conv2d_bwd_weight", {&dy32, &x32}, {&dw32, &db32}, {s, p}));
+    cuda_conv2d_bwd_weight(args_of("conv2d_bwd_weight", {&dy, &x}, {&dw, &db}, {s, p}));
+    expect_close("bf16 conv2d_bwd_weight s2 dw (accumulated)", dw32, dw, 1e-3, tol);
+    expect_close("bf16 conv2d_bwd_weight s2 dbias (accumulated)", db32, db, 1e-3, tol);
+    // allow_tf32 (ints[2]) is accepted as the gemm op's is; the result stays within tf32 of float32
+    Tensor yt = make(DType::F32, {N, O, Ho, Wo});
+    cuda_conv2d_fwd(args_of("conv2d_fwd", {&x32, &w32, &b32}, {&yt}, {s, p, 1}));
+    expect_close("conv2d_fwd allow_tf32", y32, yt, 1e-2, 5e-3);
   }
   {
     Tensor g = as(DType::BF16, randn({515}, rng)), g32 = as(DType::F32, g);
