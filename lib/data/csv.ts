@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Dataset, Example } from './types.js';
-import { loadImage, type ImageTransform } from './image.js';
+import type { ImageTransform } from './image.js';
+import { fileExample, type ExampleJob } from './jobs.js';
 
 /** Splits one CSV line with RFC 4180 quoting ("" inside quotes is a quote). */
 export function splitCsvLine(line: string, sep: string): string[] {
@@ -60,9 +61,12 @@ export class CsvDataset implements Dataset {
     this.length = this.rows.length;
   }
 
-  async get(i: number): Promise<Example | null> {
+  get(i: number): Promise<Example | null> {
+    return fileExample(this.job(i));
+  }
+
+  job(i: number): Extract<ExampleJob, { op: 'file' }> {
     const r = this.rows[i];
-    if (!r.caption) return { image: new Float32Array(0), caption: '' };
-    return { image: await loadImage(r.image, this.transform), caption: r.caption };
+    return { op: 'file', file: r.image, caption: r.caption, transform: this.transform };
   }
 }

@@ -6,6 +6,7 @@ import { gunzipSync } from 'node:zlib';
 import * as path from 'node:path';
 import { Random } from '../nn/random.js';
 import type { Dataset, Example } from './types.js';
+import type { ExampleJob } from './jobs.js';
 
 export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
 export const FASHION_CLASSES = ['t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot'];
@@ -77,23 +78,42 @@ export class FashionMnistDataset implements Dataset {
     return t.replace('{}', FASHION_CLASSES[this.labels[i]]);
   }
 
+  private get mean(): readonly number[] {
+    return this.opts.mean ?? [0.286, 0.286, 0.286];
+  }
+  private get std(): readonly number[] {
+    return this.opts.std ?? [0.353, 0.353, 0.353];
+  }
+
   /** Grey [side, side] -> [3, R, R] (nearest-neighbour scaling), normalised. */
   image(i: number): Float32Array {
-    const R = this.imageSize, S = this.side, n = R * R;
-    const mean = this.opts.mean ?? [0.286, 0.286, 0.286], std = this.opts.std ?? [0.353, 0.353, 0.353];
-    const out = new Float32Array(3 * n);
-    const base = i * S * S;
-    for (let y = 0; y < R; y++) {
-      const sy = Math.min(S - 1, Math.floor(((y + 0.5) * S) / R));
-      for (let x = 0; x < R; x++) {
-        const v = this.pixels[base + sy * S + Math.min(S - 1, Math.floor(((x + 0.5) * S) / R))] / 255;
-        for (let c = 0; c < 3; c++) out[c * n + y * R + x] = (v - mean[c]) / std[c];
-      }
-    }
-    return out;
+    return greyImage(this.pixels, i * this.side * this.side, this.side, this.imageSize, this.mean, this.std);
+  }
+
+  /** Example i for a worker thread: its own copy of the image's bytes, not the whole set's. */
+  job(i: number): ExampleJob {
+    const n = this.side * this.side;
+    return {
+      op: 'grey', label: `${this.name} #${i}`, pixels: this.pixels.slice(i * n, (i + 1) * n), side: this.side, size: this.imageSize,
+      mean: this.mean, std: this.std, caption: this.caption(i),
+    };
   }
 
   get(i: number): Example {
     return { image: this.image(i), caption: this.caption(i) };
   }
+}
+
+/** Grey pixels [S, S] at `base` -> [3, R, R] float32 (nearest-neighbour scaling), (v - mean) / std. */
+export function greyImage(pixels: Uint8Array, base: number, S: number, R: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const n = R * R;
+  const out = new Float32Array(3 * n);
+  for (let y = 0; y < R; y++) {
+    const sy = Math.min(S - 1, Math.floor(((y + 0.5) * S) / R));
+    for (let x = 0; x < R; x++) {
+      const v = pixels[base + sy * S + Math.min(S - 1, Math.floor(((x + 0.5) * S) / R))] / 255;
+      for (let c = 0; c < 3; c++) out[c * n + y * R + x] = (v - mean[c]) / std[c];
+    }
+  }
+  return out;
 }

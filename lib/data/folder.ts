@@ -1,8 +1,9 @@
 // A folder of images with same-named .txt captions (cat.jpg + cat.txt), searched recursively.
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Dataset, Example } from './types.js';
-import { loadImage, type ImageTransform } from './image.js';
+import type { ImageTransform } from './image.js';
+import { fileExample, type ExampleJob } from './jobs.js';
 
 const IMAGE_EXT = /\.(jpe?g|png|webp|gif)$/i;
 
@@ -26,15 +27,13 @@ export class FolderDataset implements Dataset {
     this.length = this.files.length;
   }
 
-  async get(i: number): Promise<Example | null> {
+  /** The caption comes from the same-named .txt (read where the image is decoded). */
+  get(i: number): Promise<Example | null> {
+    return fileExample(this.job(i));
+  }
+
+  job(i: number): Extract<ExampleJob, { op: 'file' }> {
     const file = this.files[i];
-    let caption: string;
-    try {
-      caption = readFileSync(file.replace(IMAGE_EXT, '.txt'), 'utf8').trim();
-    } catch {
-      throw new Error(`${file}: no caption file`);
-    }
-    if (!caption) return { image: new Float32Array(0), caption: '' };
-    return { image: await loadImage(file, this.transform), caption };
+    return { op: 'file', file, captionFile: file.replace(IMAGE_EXT, '.txt'), transform: this.transform };
   }
 }

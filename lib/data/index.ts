@@ -8,3 +8,5 @@ export { FashionMnistDataset, FASHION_CLASSES, FASHION_TEMPLATES, FASHION_MNIST_
 export { ShapesDataset, shapesTokenizer, candidateCaptions, HELD_OUT, PAIRS, type Scene } from './shapes.js';
 export { openData, openDataset, dataKind, type OpenDataOptions } from './spec.js';
 export { loadImage, type ImageTransform } from './image.js';
+export { DecodePool, DataWorkerError, defaultWorkerThreads } from './pool.js';
+export type { ExampleJob } from './jobs.js';

@@ -8,6 +8,7 @@ import { END_OF_WORD, EOT_TEXT, SOT_TEXT } from '../tokenizer/bpe.js';
 import { ClipTokenizer } from '../tokenizer/tokenizer.js';
 import { trainBPE } from '../tokenizer/train.js';
 import type { Dataset, Example } from './types.js';
+import type { ExampleJob } from './jobs.js';
 
 export const COLORS: Record<string, [number, number, number]> = {
   red: [0.9, 0.15, 0.1], green: [0.15, 0.8, 0.2], blue: [0.15, 0.3, 0.95], yellow: [0.95, 0.9, 0.1],
@@ -134,6 +135,10 @@ export class ShapesDataset implements Dataset {
     for (let ch = 0; ch < 3; ch++) for (let k = 0; k < n; k++) img[ch * n + k] = (img[ch * n + k] - mean[ch]) / std[ch];
     const variants = this.opts.variants ?? !this.opts.heldOut;
     return { image: img, caption: variants ? captionVariant(scene, rng.next()) : caption(scene) };
+  }
+  /** Example i for a worker thread: the options rebuild the same dataset there. */
+  job(i: number): ExampleJob {
+    return { op: 'shapes', options: this.opts, index: i };
   }
 }
 

@@ -19,8 +19,11 @@ export interface OpenDataOptions {
   seed?: number;
   prefetch?: number;
   shuffleBuffer?: number;
+  /** Data-parallel split of WebDataset shards: this process reads shards worker, worker + workers, ... */
   worker?: number;
   workers?: number;
+  /** Threads decoding and preprocessing examples ahead of the step (0: the main thread). */
+  workerThreads?: number;
 }
 
 export type DataKind = 'shapes' | 'fashion-mnist' | 'csv' | 'wds' | 'folder';
@@ -59,9 +62,11 @@ export function openData(spec: string, o: OpenDataOptions): BatchSource {
     return new WebDatasetSource(arg, {
       transform: { size: o.imageSize, mean: o.mean, std: o.std }, tokenize: o.tokenize, contextLength: o.contextLength,
       batchSize: o.batchSize, seed: o.seed, shuffleBuffer: o.shuffleBuffer, worker: o.worker, workers: o.workers,
+      prefetch: o.prefetch, workerThreads: o.workerThreads,
     });
   }
   return new DataLoader(openDataset(spec, o), {
     batchSize: o.batchSize, tokenize: o.tokenize, contextLength: o.contextLength, seed: o.seed, prefetch: o.prefetch,
+    workerThreads: o.workerThreads,
   });
 }

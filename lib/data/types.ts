@@ -1,5 +1,6 @@
 // What the trainer consumes: examples (a preprocessed image and a caption) from an indexed dataset,
 // grouped by a loader into host-side batches of pixels and token ids.
+import type { ExampleJob } from './jobs.js';
 
 /** One training pair: pixels float32 [3, R, R] (already normalised) and its caption. */
 export interface Example {
@@ -17,6 +18,11 @@ export interface Dataset {
   /** Side of the square images get() returns. */
   readonly imageSize: number;
   get(index: number): Example | null | Promise<Example | null>;
+  /**
+   * The work of get(index) as a job a worker thread can run (see jobs.ts): the loader's worker
+   * threads decode only datasets that have it; others are read on the main thread.
+   */
+  job?(index: number): ExampleJob;
 }
 
 /** Host-side batch: pixels [size, 3, R, R] and tokens [size, contextLength]. */
