@@ -3,6 +3,8 @@
 # H200) it:
 #   1. builds the kernel lab with nvcc (sm_90a only)                       -> build.log
 #   2. runs the PyTorch peers (while the lab compiles on the CPU)          -> torch_peer.log
+#      then `tsclip bench train|infer` on ViT-B/32 (batch 256, 20-token
+#      captions) and their PyTorch peer, torch_train.py (eager and compiled)  -> lab.log, torch_peer.log
 #   3. validates the GEMM kernels on small problems; if the wgmma path fails, the test suite runs
 #      with TSCLIP_CUDA_GEMM=mma (said in steps.log and the table)       -> lab.log
 #   4. runs the test suite with CUDA as the backend                        -> vitest.log
@@ -20,7 +22,7 @@
 #     source .gpu/enter.sh && bash bench/gpu.sh
 #   (timeout_s 540 leaves room; the table is the last thing printed)
 # On any machine with a GPU and the tree built:  OUT=/tmp/gpu-out bash bench/gpu.sh
-# Knobs: GPU_SKIP="torch vitest sanitizer"  leaves steps out;
+# Knobs: GPU_SKIP="torch bench vitest sanitizer"  leaves steps out;
 #        GPU_SANITIZE_TESTS=attention        the vitest filter run under memcheck.
 set -u
 cd "$(dirname "$0")/.."
@@ -86,6 +88,34 @@ if ! skip torch; then
   run_step torch 90 "$OUT/torch_peer.log" python3 bench/gpu/torch_peer.py
 fi
 
+# tsclip's training step and image encoder, then the same in PyTorch (bench/gpu/torch_train.py);
+# the JSON lines go to lab.log (tsclip) and torch_peer.log (PyTorch), where report.py pairs them.
+# The precision is bf16 when the build has an autocast, else fp32 (`bench` exits 2 on bf16 then).
+# 120 s in all: tsclip at most 40 + 25 s (making ViT-B/32's weights in JS takes several seconds),
+# PyTorch the rest (it compiles only if 45 s are left). It runs while the lab may still be building.
+BENCH_LIMIT=120
+bench_train() {
+  local t0=$SECONDS prec rc
+  for prec in bf16 fp32; do
+    timeout -k 5 40 node dist/cli.js bench train --model ViT-B-32 --batch-size 256 --caption-tokens 20 \
+      --steps 8 --warmup 2 --device cuda --precision $prec --json >>"$OUT/lab.log" 2>&1
+    rc=$?
+    [ $rc = 2 ] || break
+  done
+  echo "tsclip bench train rc=$rc ($prec)"
+  timeout -k 5 25 node dist/cli.js bench infer --model ViT-B-32 --batch-size 1024 --steps 8 --warmup 2 \
+    --device cuda --precision $prec --json >>"$OUT/lab.log" 2>&1
+  echo "tsclip bench infer rc=$?"
+  python3 bench/gpu/torch_train.py --batch-size 256 --caption-tokens 20 --infer-batch 1024 --steps 8 --warmup 2 \
+    --budget-s $((BENCH_LIMIT - 5 - (SECONDS - t0))) >>"$OUT/torch_peer.log" 2>&1
+  echo "torch_train rc=$?"
+}
+export -f bench_train
+export OUT BENCH_LIMIT
+if ! skip bench; then
+  run_step bench-train $BENCH_LIMIT "$OUT/lab.log" bash -c bench_train
+fi
+
 wait $BUILD_PID
 BUILD_OK=0
 [ -x $LAB/gemm ] && [ -x $LAB/attention_forward ] && [ -x $LAB/attention_backward ] &&
@@ -113,6 +143,7 @@ if [ $BUILD_OK = 1 ]; then
   run_step lab-attention_backward 40 "$OUT/lab.log" $LAB/attention_backward
   run_step lab-clip_loss 60 "$OUT/lab.log" $LAB/clip_loss
   run_step lab-gemm 60 "$OUT/lab.log" $LAB/gemm
+  [ -x $LAB/conv ] && run_step lab-conv 45 "$OUT/lab.log" $LAB/conv
   for p in $OTHER_LABS; do
     [ -x "$LAB/other/$p" ] && run_step "lab-$p" 20 "$OUT/lab.log" "$LAB/other/$p"
   done
@@ -136,7 +167,8 @@ if ! skip sanitizer && command -v compute-sanitizer >/dev/null && [ $SAN_LIMIT -
     pids+=($!)
   }
   if [ $BUILD_OK = 1 ]; then
-    for p in gemm attention_forward attention_backward clip_loss; do
+    for p in gemm attention_forward attention_backward clip_loss conv; do
+      [ -x $LAB/$p ] || continue
       san memcheck "$p" $LAB/$p --quick
       san racecheck "$p" $LAB/$p --quick
     done

@@ -12,6 +12,8 @@ export interface Node {
 }
 
 let gradDisabled = 0;
+/** The open GradWatch (see watchGrad, at the end). */
+let watch: GradWatch | null = null;
 
 export function isGradEnabled(): boolean {
   return gradDisabled === 0;
@@ -29,6 +31,7 @@ export function noGrad<T>(fn: () => T): T {
 
 /** True when an op on these inputs must be recorded. */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (watch) for (const t of inputs) if (t && t.requiresGrad) watch.reads.add(t);
   if (gradDisabled) return false;
   for (const t of inputs) if (t && t.requiresGrad) return true;
   return false;
@@ -52,6 +55,7 @@ export function record(
 ): Tensor {
   out.requiresGrad = true;
   out.gradFn = { name, inputs, backward, saved };
+  if (watch) watch.made.add(out);
   return out;
 }
 
@@ -162,3 +166,31 @@ function castCopy(g: Tensor, dtype: DType, disposeSource: boolean): Tensor {
 }
 
 setBackwardImpl(backward);
+
+// --- For activation recomputation (lib/recompute.ts) -----------------------------------------
+// A checkpointed function first runs without a graph; to rebuild its graph in the backward pass,
+// recompute.ts must know which tensors requiring grad it reads from outside (its inputs, the
+// parameters it uses, tensors it captured). While a watch is open, needsGrad() - which every op
+// calls with all its tensor inputs - notes those tensors, and record() notes the outputs it makes,
+// so reads of the function's own intermediates can be told apart from outside reads.
+
+export interface GradWatch {
+  /** Tensors requiring grad that an op was given. */
+  readonly reads: Set<Tensor>;
+  /** Tensors recorded as op outputs (only with grad enabled). */
+  readonly made: Set<Tensor>;
+}
+
+/** Runs fn with `into` open as the watch (a nested watch sees only its own calls); fills it even if fn throws. */
+export function watchGrad<T>(into: GradWatch, fn: () => T, opts: { grad: boolean }): T {
+  const prev = watch, prevDisabled = gradDisabled;
+  watch = into;
+  // The recomputation must record even when backward() is called inside noGrad().
+  gradDisabled = opts.grad ? 0 : prevDisabled + 1;
+  try {
+    return fn();
+  } finally {
+    watch = prev;
+    gradDisabled = prevDisabled;
+  }
+}

@@ -1,8 +1,11 @@
 // tsclip: CLIP for TypeScript on a native compute core.
 export { Tensor, tidy, keep, untracked, availableDevices, numel, type DType, type Device, type TypedArray, type TensorOptions } from './tensor.js';
 export { backward, noGrad, isGradEnabled } from './autograd.js';
+export { autocast, currentPrecision, PRECISIONS, type Precision } from './amp.js';
+export { checkpoint, checkpointWith } from './recompute.js';
 export * as ops from './ops/index.js';
 export { info, setNumThreads, memoryStats, synchronize } from './runtime.js';
+export { setWeightPacking, weightPacking } from './ops/packed.js';
 export {
   loadTokenizer, ClipTokenizer, loadVocabulary, trainBPE, writeMerges, cleanText,
   type TokenizeOptions, type TokenizeTensorOptions, type TrainOptions, type Vocabulary, type MergesOptions,
@@ -12,6 +15,7 @@ export { CLIP, createCLIP, resolveDevice, type CLIPOutput, type CreateOptions } 
 export { loadCLIP, saveCLIP, loadStateDict, type LoadOptions } from './models/load.js';
 export { CONFIGS, resolveConfig, CLIP_MEAN, CLIP_STD, type CLIPConfig, type VitConfig, type ResNetConfig, type ActivationName } from './models/config.js';
 export { Module, ModuleList } from './nn/module.js';
+export { setGradCheckpointing } from './models/transformer.js';
 export { Random } from './nn/random.js';
 export { AdamW, type AdamWOptions, type AdamWStateDict, type ParamGroup, type ParamGroupInput } from './optim/adamw.js';
 export * from './zeroshot/index.js';

@@ -62,7 +62,7 @@ describe('tsclip train', () => {
 
   it('usage errors name the flag', async () => {
     await expect(trainCommand(['--model', 'tiny-vit', '--out', '/tmp/x'])).rejects.toThrow(UsageError);
-    await expect(trainCommand(['--data', 'shapes', '--out', '/tmp/x', '--steps', '1', '--precision', 'bf16'])).rejects.toThrow(/--precision bf16/);
+    await expect(trainCommand(['--data', 'shapes', '--out', '/tmp/x', '--steps', '1', '--precision', 'fp16'])).rejects.toThrow(/--precision fp16/);
     await expect(trainCommand(['--data', 'nowhere.xyz', '--out', '/tmp/x', '--steps', '1'])).rejects.toThrow(/--data nowhere\.xyz: not a known data spec/);
     await expect(trainCommand(['--data', 'shapes', '--out', '/tmp/x', '--steps', '1', '--model', 'tiny-vit', '--wise-ft', '0.5'])).rejects.toThrow(/--wise-ft needs --model to be a checkpoint/);
     await expect(trainCommand(['--bogus'])).rejects.toThrow(/unknown flag --bogus/);

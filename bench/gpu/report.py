@@ -2,10 +2,13 @@
 """Builds the tsclip-vs-PyTorch table of a device run from its logs (bench/gpu.sh calls it).
 
 usage: report.py <out_dir>   reads lab.log, torch_peer.log, vitest.log, sanitizer.log, steps.log
-                              there; writes results.md there and prints it.
+                              there; writes results.md there and prints it. The JSON lines of
+                              `tsclip bench` (lab.log) and torch_train.py (torch_peer.log) make
+                              the training-step and inference tables.
 Ratios are PyTorch time / tsclip time: above 1 means tsclip is faster. Both sides come from the
 same device call; a number from another run or card is never mixed in.
 """
+import json
 import os
 import re
 import sys
@@ -54,6 +57,75 @@ def parse_peers(text):
     return res
 
 
+def json_lines(text, key, values):
+    """The JSON objects of a log whose `key` is one of `values` (other lines are ignored)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(d, dict) and d.get(key) in values:
+            out.append(d)
+    return out
+
+
+def bench_section(ours, peers):
+    """`tsclip bench train|infer` beside torch_train.py's variants: one table per kind."""
+    lines = []
+    titles = {"train": "Training step (forward, contrastive loss, backward, AdamW)", "infer": "Image encoder forward, no graph"}
+    for kind in ["train", "infer"]:
+        mine = [d for d in ours if d.get("command") == kind]
+        theirs = [d for d in peers if d.get("kind") == kind]
+        if not mine and not theirs:
+            continue
+        t = mine[-1] if mine else None
+        batch = t["batchSize"] if t else (theirs[0].get("batch") if theirs else "?")
+        what = f"{t['model'] if t else 'ViT-B/32'}, batch {batch}" + (f", captions up to {t['captionTokens']} tokens" if t and kind == "train" else "")
+        lines += [f"## {titles[kind]}: {what}", ""]
+        if not t:
+            lines += ["tsclip did not finish (see lab.log)", ""]
+        lines += ["| run | precision | data | text positions | samples/s | step ms | MFU | peak memory GiB | tsclip speed-up |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        gib = lambda b: f"{b / 2**30:.2f}" if isinstance(b, (int, float)) else "-"
+        if t:
+            mfu = f"{t['mfu'] * 100:.1f}%" if t.get("mfu") is not None else "-"
+            lines.append(f"| tsclip | {t['precision']} | {'host, copied each step' if kind == 'train' else 'on the device'} | "
+                         f"{t['captionTokens'] if kind == 'train' else '-'} | {t['samplesPerSec']:.0f} | {t['stepMs']:.1f} | {mfu} | "
+                         f"{gib(t['peakMemoryBytes'])} | - |")
+        for d in theirs:
+            mfu, ratio = "-", "-"
+            if t and d.get("batch") == t["batchSize"] and (kind == "infer" or d.get("caption_tokens") == t["captionTokens"]):
+                # the FLOPs the step needs (tsclip's count: 77-position runs do extra work that is not counted)
+                peaks = t.get("cardPeakTflops") or {}
+                peak = peaks.get("bf16" if d.get("precision") == "bf16" else "tf32")
+                if peak:
+                    mfu = f"{t['flopsPerStep'] / (d['step_ms'] / 1e3) / (peak * 1e12) * 100:.1f}%"
+            if t and d.get("batch") == t["batchSize"] and d.get("samples_per_s"):
+                ratio = f"{t['samplesPerSec'] / d['samples_per_s']:.2f}x"
+            name = f"PyTorch {d.get('variant', '?')}" + (f" (compile {d['compile_s']:.0f} s)" if d.get("compile_s") else "")
+            data = {"host": "host, copied each step"}.get(d.get("data"), "on the device")
+            lines.append(f"| {name} | {d.get('precision', '?')} | {data} | {d.get('text_positions', '-')} | "
+                         f"{d.get('samples_per_s', 0):.0f} | {d.get('step_ms', 0):.1f} | {mfu} | {gib(d.get('peak_mem_bytes'))} | {ratio} |")
+        if t:
+            lines.append("")
+            lines.append(f"MFU: the FLOPs the step needs ({t['flopsPerStep'] / 1e9:.1f} GFLOP, lib/train/flops.ts) per second over "
+                         f"the peak of the row's precision; tsclip's: {t['peakSource']}. Speed-up: tsclip samples/s over the row's.")
+            ref = next((d for d in theirs if d.get("variant") == ("eager" if kind == "train" else "infer-bf16")), None)
+            if ref and ref.get("peak_mem_bytes"):
+                verdict = "no more than" if t["peakMemoryBytes"] <= ref["peak_mem_bytes"] else "MORE than"
+                lines.append(f"Peak memory: tsclip {gib(t['peakMemoryBytes'])} GiB, {verdict} PyTorch {ref['variant']} "
+                             f"({gib(ref['peak_mem_bytes'])} GiB).")
+        notes = sorted({f"PyTorch {d['torch']}, SDPA backend {d.get('sdpa')}" for d in theirs if d.get("torch")})
+        if notes:
+            lines.append("; ".join(notes) + ".")
+        lines.append("")
+    return lines
+
+
 def num(d, k, default=0.0):
     try:
         return float(d.get(k, default))
@@ -89,7 +161,7 @@ def main():
 
     # --- correctness ---
     lines += ["## Correctness", "", "| check | result |", "|---|---|"]
-    for lab in ["gemm", "attention_forward", "attention_backward", "clip_loss"]:
+    for lab in ["gemm", "attention_forward", "attention_backward", "clip_loss", "conv"]:
         r = labs.get((lab, "summary", "all"))
         lines.append(f"| lab {lab} | {'pass' if r and r.get('ok') == '1' else ('FAIL' if r else 'did not finish')} |")
     vt = read(os.path.join(out, "vitest.log"))
@@ -130,6 +202,20 @@ def main():
             lines.append(f"| {c} | " + " | ".join(row) + f" | {best_s} | {peer_s} | {ratio} |")
         lines.append("")
 
+    # --- conv (implicit GEMM; no PyTorch row: the RN50 training step is its end-to-end comparison) ---
+    cs = ordered_cases(labs, "conv")
+    if cs:
+        vs = sorted({k[2] for k in labs if k[0] == "conv" and k[1] in cs})
+        lines += ["## conv2d (RN50 shapes, batch 64; ms, TFLOP/s)", ""]
+        lines += ["| case | " + " | ".join(vs) + " |", "|---" * (len(vs) + 1) + "|"]
+        for c in cs:
+            row = []
+            for v in vs:
+                r = labs.get(("conv", c, v))
+                row.append("-" if not r else f"{num(r, 'ms'):.3f} ({num(r, 'tflops'):.0f})" + ("" if r.get("ok") == "1" else " INVALID"))
+            lines.append(f"| {c} | " + " | ".join(row) + " |")
+        lines.append("")
+
     # --- attention ---
     for group, title in [("attention_forward", "Attention forward"), ("attention_fwdbwd", "Attention forward + backward")]:
         cs = ordered_cases(labs, group)
@@ -166,6 +252,10 @@ def main():
             lines.append(f"| {c} | {num(f, 'ms'):.2f} | {num(b, 'ms'):.2f} | {num(fb, 'ms'):.2f}{bad} | "
                          f"{num(mem, 'extra_mib'):.3f} | {peer_ms} | {peer_mem} | {ratio} |")
         lines.append("")
+
+    # --- tsclip bench train/infer beside torch_train.py (JSON lines in lab.log and torch_peer.log) ---
+    lines += bench_section(json_lines(read(os.path.join(out, "lab.log")), "command", ("train", "infer")),
+                           json_lines(read(os.path.join(out, "torch_peer.log")), "tool", ("torch",)))
 
     # --- the memory-bound lab programs (their own output format: GB/s lines) ---
     mine = {"gemm", "gemm-quick", "attention_forward", "attention_backward", "clip_loss"}

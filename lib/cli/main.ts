@@ -11,6 +11,7 @@ import { embedCommand } from './embed.js';
 import { searchCommand } from './search.js';
 import { probeCommand } from './probe.js';
 import { evalCommand } from './eval.js';
+import { benchCommand } from './bench.js';
 
 interface Command {
   summary: string;
@@ -28,6 +29,7 @@ const commands: Record<string, Command> = {
   eval: { summary: 'zero-shot, linear probe and retrieval on fashion-mnist, shapes or a folder', run: evalCommand },
   convert: { summary: 'convert a checkpoint between .pt, safetensors and HF formats', run: convertCommand },
   tokenizer: { summary: 'train a byte-level BPE vocabulary (tokenizer train --help)', run: tokenizerCommand },
+  bench: { summary: 'training-step and inference throughput, MFU and peak memory (bench --help)', run: benchCommand },
 };
 
 export function registerCommand(name: string, cmd: Command): void {

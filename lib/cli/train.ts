@@ -7,6 +7,7 @@ import { CONFIGS, CLIP_MEAN, CLIP_STD, resolveConfig } from '../models/config.js
 import { loadTokenizer } from '../tokenizer/index.js';
 import type { ClipTokenizer } from '../tokenizer/tokenizer.js';
 import { dataKind, openData, openDataset } from '../data/spec.js';
+import { defaultWorkerThreads } from '../data/pool.js';
 import { ShapesDataset, shapesTokenizer } from '../data/shapes.js';
 import { Trainer, NonFiniteError } from '../train/trainer.js';
 import { latestCheckpoint, loadTrainedCLIP, readTrainState, saveModelWeights } from '../train/checkpoint.js';
@@ -15,6 +16,7 @@ import { shapesZeroShot } from '../train/shapes-eval.js';
 import { retrieval } from '../train/evaluate.js';
 import { formatSeconds } from '../train/progress.js';
 import { flagHelp, parseArgs, UsageError, type FlagSpec } from './args.js';
+import { PRECISIONS, type Precision } from '../amp.js';
 
 const FLAGS: FlagSpec = {
   data: { type: 'string', help: 'shapes[:N] | fashion-mnist[:DIR] | FILE.csv/.tsv | SHARDS.tar ({000..009}) | DIR of images + .txt' },
@@ -31,14 +33,15 @@ const FLAGS: FlagSpec = {
   schedule: { type: 'string', default: 'cosine', help: 'cosine or constant' },
   epochs: { type: 'number', help: 'epochs (indexed data)' },
   steps: { type: 'number', help: 'optimizer steps (instead of epochs)' },
-  precision: { type: 'string', default: 'fp32', help: 'fp32 (bf16 mixed precision needs CUDA)' },
+  precision: { type: 'string', default: 'fp32', help: 'fp32, or bf16 mixed precision (bf16 matmul inputs, fp32 weights and accumulation; faster on CUDA only)' },
   'accum-freq': { type: 'number', default: 1, help: 'micro-batches per step (same gradient as one batch accum-freq times larger)' },
   'grad-clip-norm': { type: 'number', help: 'clip the global gradient norm' },
   resume: { type: 'string', help: 'checkpoint directory, or "latest" for the newest under --out' },
   seed: { type: 'number', default: 0, help: 'seed for weights and data order' },
-  workers: { type: 'number', default: 2, help: 'batches prepared ahead of the step' },
+  workers: { type: 'number', default: defaultWorkerThreads(), help: 'threads decoding and preprocessing images ahead of the step (0: all on the main thread)' },
   'lock-image': { type: 'boolean', help: 'freeze the image tower (BatchNorm statistics too)' },
   'lock-text': { type: 'boolean', help: 'freeze the text tower' },
+  'grad-checkpointing': { type: 'boolean', help: 'recompute each transformer block\'s activations in the backward pass: less memory for big models, about one more forward per step' },
   'wise-ft': { type: 'number', help: 'after fine-tuning, also save (1-ALPHA)*original + ALPHA*fine-tuned' },
   'eval-every': { type: 'number', default: 0, help: 'evaluate every N steps and at the end (zero-shot on shapes; retrieval on --val-data)' },
   'val-data': { type: 'string', help: 'indexed data spec for retrieval evaluation (recall@1/@5 both ways)' },
@@ -77,8 +80,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
   };
   const dataSpec = need('data');
   const out = need('out');
-  if (flags.precision !== 'fp32') {
-    throw new UsageError(`--precision ${flags.precision}: only fp32 is available in this build (bf16 mixed precision runs on CUDA)`);
+  if (!PRECISIONS.includes(flags.precision as Precision)) {
+    throw new UsageError(`--precision ${flags.precision}: expected ${PRECISIONS.join(' or ')}`);
   }
   if (flags.epochs === undefined && flags.steps === undefined) throw new UsageError('give --epochs or --steps');
   const int = (k: string, min: number) => {
@@ -141,7 +144,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   const mean = model.config.mean ?? (kind === 'shapes' ? [0.5, 0.5, 0.5] : CLIP_MEAN);
   const std = model.config.std ?? (kind === 'shapes' ? [0.25, 0.25, 0.25] : CLIP_STD);
   const data = openData(dataSpec, {
-    imageSize: R, mean, std, contextLength: L, batchSize, seed, prefetch: flags.workers as number,
+    imageSize: R, mean, std, contextLength: L, batchSize, seed, workerThreads: flags.workers as number,
     tokenize: (c) => tok.tokenizeToArray(c, { contextLength: L, truncate: true }),
   });
   const val = flags['val-data'] ? openDataset(flags['val-data'] as string, { imageSize: R, mean, std, seed: seed + 100 }) : null;
@@ -151,8 +154,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
     warmup: flags.warmup as number, schedule: flags.schedule as 'cosine' | 'constant', accumFreq, seed,
     gradClipNorm: (flags['grad-clip-norm'] as number | undefined) ?? null, outDir: out,
     checkpointEvery: flags['save-every'] as number, keepCheckpoints: flags.keep as number,
-    lockImage: Boolean(flags['lock-image']), lockText: Boolean(flags['lock-text']),
-    evalEvery: flags['eval-every'] as number,
+    lockImage: Boolean(flags['lock-image']), lockText: Boolean(flags['lock-text']), gradCheckpointing: Boolean(flags['grad-checkpointing']),
+    evalEvery: flags['eval-every'] as number, precision: flags.precision as Precision,
     evaluate: heldOut || val ? async (m) => {
       const metrics: Record<string, number> = {};
       if (heldOut) {
@@ -168,6 +171,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
   });
   trainer.on('eval', ({ step, metrics }) => console.error(`\nstep ${step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ')}`));
   const nParams = model.parameters().reduce((a, p) => a + p.size, 0);
+  const gc = trainer.gradCheckpointing;
+  if (gc) console.error(`gradient checkpointing: ${gc.blocks} transformer blocks${gc.notCovered.length ? ` (not covered: ${gc.notCovered.join(', ')})` : ''}`);
   console.error(`training ${(nParams / 1e6).toFixed(2)}M parameters (${trainer.paramNames.length} tensors trainable) on ${dataSpec}, batch ${batchSize} x ${accumFreq}`);
   let r;
   try {

@@ -5,6 +5,8 @@ import { Module, ModuleList } from '../nn/module.js';
 import { LayerNorm, Linear, normalInit, uniform, type InitContext } from '../nn/layers.js';
 import * as ops from '../ops/index.js';
 import { multiHeadAttention } from '../ops/attention.js';
+import { checkpoint } from '../recompute.js';
+import { ModifiedResNet } from './resnet.js';
 import type { ActivationName } from './config.js';
 
 class MultiheadAttention extends Module {
@@ -57,9 +59,9 @@ export class ResidualAttentionBlock extends Module {
     const n1 = this.ln1.forward(x);
     const a = this.attn.forward(n1, causal);
     n1.dispose();
-    const x1 = ops.add(x, a);
+    // x1 = x + a and its norm in one pass over the rows.
+    const { sum: x1, normed: n2 } = ops.addLayerNorm(x, a, this.ln2.weight, this.ln2.bias, this.ln2.eps);
     a.dispose();
-    const n2 = this.ln2.forward(x1);
     const m = this.mlp.forward(n2);
     n2.dispose();
     const x2 = ops.add(x1, m);
@@ -71,6 +73,11 @@ export class ResidualAttentionBlock extends Module {
 
 export class Transformer extends Module {
   private readonly blocks: ModuleList<ResidualAttentionBlock>;
+  /**
+   * Recompute each block's activations in the backward pass instead of keeping them (training
+   * only: without grad it changes nothing). Same results, less memory, one more block forward each.
+   */
+  gradCheckpointing = false;
   constructor(ctx: InitContext, readonly width: number, readonly layers: number, heads: number, mlpDim: number, act: ActivationName) {
     super();
     this.blocks = this.child('resblocks', new ModuleList<ResidualAttentionBlock>());
@@ -83,7 +90,7 @@ export class Transformer extends Module {
   forward(x: Tensor, causal = false): Tensor {
     let h = x;
     for (const b of this.resblocks) {
-      const next = b.forward(h, causal);
+      const next = this.gradCheckpointing ? checkpoint((y) => b.forward(y, causal), h) : b.forward(h, causal);
       if (h !== x) h.dispose();
       h = next;
     }
@@ -103,4 +110,26 @@ export class Transformer extends Module {
       normalInit(ctx, b.mlp.cProj.weight, projStd);
     }
   }
+}
+
+/**
+ * Turns gradient checkpointing of the transformer blocks on or off in every Transformer of a
+ * model (the ViT and the text tower of a CLIP). Returns how many blocks it covers and what it
+ * does not cover: a ModifiedResNet image tower keeps all its activations (its blocks are not
+ * checkpointed; recomputing one in training mode needs its BatchNorm statistics preserved, see
+ * checkpointWith's `module` option).
+ */
+export function setGradCheckpointing(model: Module, on = true): { blocks: number; notCovered: string[] } {
+  let blocks = 0;
+  const notCovered: string[] = [];
+  for (const m of model.modules()) {
+    if (m instanceof Transformer) {
+      m.gradCheckpointing = on;
+      blocks += m.resblocks.length;
+    } else if (m instanceof ModifiedResNet) {
+      notCovered.push('the ModifiedResNet image tower');
+    }
+  }
+  if (on && blocks === 0) throw new Error('setGradCheckpointing: the model has no transformer blocks to checkpoint');
+  return { blocks, notCovered };
 }

@@ -14,6 +14,8 @@ import { checkSchedule, lrAt, type ScheduleKind, type ScheduleOptions } from './
 import { latestCheckpoint, loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainState } from './checkpoint.js';
 import { Progress, type StepMetrics } from './progress.js';
 import { lockImage, lockText } from './lock.js';
+import { setGradCheckpointing } from '../models/transformer.js';
+import { autocast, checkPrecision, type Precision } from '../amp.js';
 
 export const MAX_LOGIT_SCALE = Math.log(100);
 
@@ -39,6 +41,10 @@ export interface TrainerOptions {
   mode?: 'train' | 'eval';
   lockImage?: boolean;
   lockText?: boolean;
+  /** Recompute each transformer block's activations in the backward pass: less memory, about one more forward per step. */
+  gradCheckpointing?: boolean;
+  /** 'bf16': mixed precision (bf16 matmul inputs, fp32 accumulation; weights, gradients and AdamW state stay fp32). */
+  precision?: Precision;
   /** Called every evalEvery steps and at the end; its numbers go to the log and the 'eval' event. */
   evaluate?: (model: CLIP, step: number) => Record<string, number> | Promise<Record<string, number>>;
   evalEvery?: number;
@@ -81,20 +87,24 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   position: DataPosition = { epoch: 0, cursor: 0 };
   private stopRequested: 'stop' | 'signal' | null = null;
   private lastCheckpoint: string | null = null;
+  /** What gradCheckpointing covers (null when off). */
+  readonly gradCheckpointing: ReturnType<typeof setGradCheckpointing> | null = null;
 
   constructor(readonly model: CLIP, options: TrainerOptions = {}) {
     super();
     if (!(model instanceof CLIP)) throw new Error('Trainer: model must be a CLIP (createCLIP or loadCLIP)');
     this.opts = {
       lr: 5e-4, weightDecay: 0.2, betas: [0.9, 0.98], eps: 1e-6, warmup: 0, schedule: 'cosine', accumFreq: 1, seed: 0,
-      checkpointEvery: 0, keepCheckpoints: 3, mode: 'train', lockImage: false, lockText: false, evalEvery: 0,
+      checkpointEvery: 0, keepCheckpoints: 3, mode: 'train', lockImage: false, lockText: false, gradCheckpointing: false, evalEvery: 0, precision: 'fp32',
       ...options,
     };
     const o = this.opts;
     if (!Number.isInteger(o.accumFreq) || o.accumFreq < 1) throw new Error(`Trainer: accumFreq must be an integer >= 1, got ${o.accumFreq}`);
     if (o.gradClipNorm != null && !(o.gradClipNorm > 0)) throw new Error(`Trainer: gradClipNorm must be > 0, got ${o.gradClipNorm}`);
+    checkPrecision('Trainer', o.precision);
     if (o.lockImage) lockImage(model);
     if (o.lockText) lockText(model);
+    if (o.gradCheckpointing) this.gradCheckpointing = setGradCheckpointing(model, true);
     const trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
     if (!trainable.length) throw new Error('Trainer: every parameter is frozen (both towers locked?)');
     // open_clip's rule: no weight decay on gains, biases, norms and the temperature.
@@ -157,12 +167,17 @@ export class Trainer extends EventEmitter<TrainerEvents> {
 
   /** Global L2 norm of the gradients, scaled down to gradClipNorm when above it. */
   private gradNorm(): number {
-    let sq = 0;
     const params = this.optimizer.groups.flatMap((g) => g.params);
-    for (const p of params) {
-      if (!p.grad) continue;
-      sq += tidy(() => ops.sumSquares(p.grad!).item());
-    }
+    // Summed where the gradients live and read once: one device sync per step, not one per tensor.
+    const sq = tidy(() => {
+      let acc: Tensor | null = null;
+      for (const p of params) {
+        if (!p.grad) continue;
+        const s = ops.sumSquares(p.grad);
+        acc = acc ? ops.add(acc, s) : s;
+      }
+      return acc ? acc.item() : 0;
+    });
     const norm = Math.sqrt(sq);
     const max = this.opts.gradClipNorm;
     if (max != null && Number.isFinite(norm) && norm > max) {
@@ -208,7 +223,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.model.train(o.mode === 'train');
     const startStep = this.step;
     const progress = new Progress(o.outDir ? path.join(o.outDir, 'metrics.jsonl') : null, totalSteps, { bar: o.progressBar });
-    progress.record('start', { step: this.step, totalSteps, schedule, accumFreq: o.accumFreq, batchSize: data.batchSize, seed: o.seed });
+    progress.record('start', { step: this.step, totalSteps, schedule, accumFreq: o.accumFreq, batchSize: data.batchSize, seed: o.seed, precision: o.precision });
     const onSigint = () => {
       this.stopRequested = 'signal';
     };
@@ -235,7 +250,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           }
           const lr = lrAt(schedule, this.step);
           for (const g of this.optimizer.groups) g.lr = lr;
-          const loss = accumulateGradients(this.model, micro);
+          // The backward runs inside too: it multiplies the bf16 copies the forward saved.
+          const loss = autocast(o.precision, () => accumulateGradients(this.model, micro));
           const gradNorm = this.gradNorm();
           const failed = !Number.isFinite(loss) ? `loss is ${loss}` : !Number.isFinite(gradNorm) ? `gradient norm is ${gradNorm}` : null;
           if (failed) {
