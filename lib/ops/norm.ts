@@ -69,8 +69,10 @@ function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null
   const bc = b ? contiguousRaw(b) : Tensor.zeros([d], { device: x.device });
   const y = Tensor.empty(x.shape, { device: x.device });
   const y2 = y.view([rows, d], [d, 1]);
-  const mean = Tensor.empty([rows], { device: x.device });
-  const rstd = Tensor.empty([rows], { device: x.device });
+  // The statistics only serve the backward.
+  const grad = needsGrad(x, r, w, b);
+  const mean = grad ? Tensor.empty([rows], { device: x.device }) : null;
+  const rstd = grad ? Tensor.empty([rows], { device: x.device }) : null;
   runRaw('layernorm_fwd', [x2, wc, bc, r2], [y2, mean, rstd, s2], [], [eps]);
   y2.dispose();
   bc.dispose();
@@ -78,6 +80,11 @@ function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null
   // What was normalised: x itself, or the sum (its own autograd node, the add's).
   const normed = s2 ?? x2;
   if (s2) x2.dispose();
+  if (!grad) {
+    normed.dispose();
+    wc.dispose();
+    return { y, sum };
+  }
   let src = x;
   if (sum && needsGrad(x, r)) {
     const xs = x.shape, rs = r!.shape;
@@ -85,11 +92,7 @@ function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null
   } else if (sum) {
     src = sum;
   }
-  if (!needsGrad(src, w, b)) {
-    for (const t of [normed, wc, mean, rstd]) t.dispose();
-    return { y, sum };
-  }
-  const saved = [keep(normed), keep(wc), keep(mean), keep(rstd)];
+  const saved = [keep(normed), keep(wc), keep(mean!), keep(rstd!)];
   const inShape = x.shape;
   const yOut = record(y, 'layerNorm', [src, w, b], (g) => {
     const g2 = rows2d(g, rows, d);

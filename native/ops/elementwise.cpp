@@ -45,6 +45,20 @@ template <> struct Elem<uint8_t> {
   }
 };
 
+// Same dtype, both innermost strides 1 (a permute that keeps the last dimension, as splitting
+// heads or image patches does): whole rows at a time.
+template <class T>
+void copy_rows(const TensorRef& x, const TensorRef& y) {
+  const int nd = y.ndim;
+  const int64_t inner = y.shape[nd - 1], rows = y.numel() / inner;
+  parallel_for(rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
+    StridedCursor<2> c{nd - 1, y.shape, {x.strides, y.strides}};
+    c.seek(b);
+    for (int64_t r = b; r < e; r++, c.next())
+      std::memcpy(static_cast<T*>(y.data) + c.off[1], static_cast<const T*>(x.data) + c.off[0], size_t(inner) * sizeof(T));
+  });
+}
+
 template <class S, class D>
 void copy_typed(const TensorRef& x, const TensorRef& y) {
   int64_t n = y.numel();
@@ -52,6 +66,9 @@ void copy_typed(const TensorRef& x, const TensorRef& y) {
     std::memcpy(y.data, x.data, size_t(n) * sizeof(S));
     return;
   }
+  if (std::is_same<S, D>::value && n > 0 && y.ndim >= 1 && y.shape[y.ndim - 1] >= 8 &&
+      x.strides[y.ndim - 1] == 1 && y.strides[y.ndim - 1] == 1)
+    return copy_rows<S>(x, y);
   parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
     StridedCursor<2> c{y.ndim, y.shape, {x.strides, y.strides}};
     c.seek(b);

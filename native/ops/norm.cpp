@@ -26,7 +26,10 @@ int64_t reduce_chunks(int64_t rows) { return std::max<int64_t>(1, std::min<int64
 
 void cpu_layernorm_fwd(const OpArgs& a) {
   const TensorRef &x = a.input(0), &w = a.input(1), &b = a.input(2);
-  const TensorRef &y = a.output(0), &mean = a.output(1), &rstd = a.output(2);
+  const TensorRef& y = a.output(0);
+  // mean and rstd are for the backward; inference passes neither.
+  const TensorRef* mean = a.out.size() > 1 && a.out[1].defined() ? &a.out[1] : nullptr;
+  const TensorRef* rstd = a.out.size() > 2 && a.out[2].defined() ? &a.out[2] : nullptr;
   // The residual form (x + r, then its norm) is the transformer block's: one pass instead of two ops.
   const TensorRef* r = a.in.size() > 3 && a.in[3].defined() ? &a.in[3] : nullptr;
   const TensorRef* s = a.out.size() > 3 && a.out[3].defined() ? &a.out[3] : nullptr;
@@ -36,8 +39,8 @@ void cpu_layernorm_fwd(const OpArgs& a) {
   require_shape(a, w, "w", {D});
   require_shape(a, b, "b", {D});
   require_shape(a, y, "y", {rows, D});
-  require_shape(a, mean, "mean", {rows});
-  require_shape(a, rstd, "rstd", {rows});
+  if (mean) require_shape(a, *mean, "mean", {rows});
+  if (rstd) require_shape(a, *rstd, "rstd", {rows});
   a.require(!r == !s, "the residual r and the sum s come together");
   if (r) {
     require_shape(a, *r, "r", {rows, D});
@@ -46,7 +49,7 @@ void cpu_layernorm_fwd(const OpArgs& a) {
   const float eps = float(a.f(0));
   const float *px = x.ptr<float>(), *pw = w.ptr<float>(), *pb = b.ptr<float>();
   const float* pr = r ? r->ptr<float>() : nullptr;
-  float *py = y.ptr<float>(), *pm = mean.ptr<float>(), *prs = rstd.ptr<float>();
+  float *py = y.ptr<float>(), *pm = mean ? mean->ptr<float>() : nullptr, *prs = rstd ? rstd->ptr<float>() : nullptr;
   float* ps = s ? s->ptr<float>() : nullptr;
   parallel_for(rows, row_grain(D), [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) {
@@ -63,8 +66,8 @@ void cpu_layernorm_fwd(const OpArgs& a) {
       const float var = D ? rowops::sq_dev(xr, mu, D) / float(D) : 0.f;
       const float rs = 1.0f / std::sqrt(var + eps);
       for (int64_t j = 0; j < D; j++) yr[j] = (xr[j] - mu) * rs * pw[j] + pb[j];
-      pm[i] = mu;
-      prs[i] = rs;
+      if (pm) pm[i] = mu;
+      if (prs) prs[i] = rs;
     }
   });
 }

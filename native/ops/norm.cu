@@ -75,10 +75,8 @@ __global__ void layernorm_fwd_kernel(LnFwd p, int64_t rows, int64_t D, float eps
       float xh = (ldf(src, srcb, base + c) - m) * rs;
       stf(p.y, p.yb, base + c, xh * ldf(p.w, p.wb, c) + ldf(p.b, p.bb, c));
     }
-    if (lane == 0) {
-      p.mean[r] = m;
-      p.rstd[r] = rs;
-    }
+    if (lane == 0 && p.mean) p.mean[r] = m;
+    if (lane == 0 && p.rstd) p.rstd[r] = rs;
   }
 }
 
@@ -259,7 +257,10 @@ void require_f32_vec(const OpArgs& a, const TensorRef& t, int64_t n, const char*
 
 void cuda_layernorm_fwd(const OpArgs& a) {
   const TensorRef &x = a.input(0), &w = a.input(1), &b = a.input(2);
-  const TensorRef &y = a.output(0), &mean = a.output(1), &rstd = a.output(2);
+  const TensorRef& y = a.output(0);
+  // mean and rstd are for the backward; inference passes neither.
+  const TensorRef* mean = a.out.size() > 1 && a.out[1].defined() ? &a.out[1] : nullptr;
+  const TensorRef* rstd = a.out.size() > 2 && a.out[2].defined() ? &a.out[2] : nullptr;
   require_float(a, x, "x");
   require_float(a, w, "weight");
   require_float(a, b, "bias");
@@ -271,8 +272,8 @@ void cuda_layernorm_fwd(const OpArgs& a) {
   a.require(y.numel() == x.numel(), "y must match x " + x.describe() + ", got " + y.describe());
   a.require(w.numel() == D && b.numel() == D && w.contiguous() && b.contiguous(),
             "weight and bias must be contiguous [" + std::to_string(D) + "]");
-  require_f32_vec(a, mean, rows, "mean");
-  require_f32_vec(a, rstd, rows, "rstd");
+  if (mean) require_f32_vec(a, *mean, rows, "mean");
+  if (rstd) require_f32_vec(a, *rstd, rows, "rstd");
   const TensorRef* r = a.in.size() > 3 && a.in[3].defined() ? &a.in[3] : nullptr;
   const TensorRef* s = a.out.size() > 3 && a.out[3].defined() ? &a.out[3] : nullptr;
   a.require(!r == !s, "the residual r and the sum s come together");
@@ -285,7 +286,7 @@ void cuda_layernorm_fwd(const OpArgs& a) {
               "r and s must match x " + x.describe() + ", got " + r->describe() + " and " + s->describe());
   }
   if (rows == 0) return;
-  LnFwd p{x.data, w.data, b.data, y.data, mean.ptr<float>(), rstd.ptr<float>(),
+  LnFwd p{x.data, w.data, b.data, y.data, mean ? mean->ptr<float>() : nullptr, rstd ? rstd->ptr<float>() : nullptr,
           cuda::is_bf16(x), cuda::is_bf16(w), cuda::is_bf16(b), cuda::is_bf16(y)};
   if (r) p.r = r->data, p.s = s->data, p.rb = cuda::is_bf16(*r), p.sb = cuda::is_bf16(*s);
   cuda::launch(layernorm_fwd_kernel, row_blocks(rows), kWarps * 32, 0, cuda::stream(), p, rows, D, float(a.f(0)));

@@ -419,6 +419,9 @@ void test_norms() {
     expect_close("layernorm_fwd+residual y" + tag, rr.cpu[0], rr.gpu[0], 1e-5, 1e-5);
     expect_close("layernorm_fwd+residual rstd" + tag, rr.cpu[2], rr.gpu[2], 1e-5, 1e-5);
     expect_close("layernorm_fwd+residual s" + tag, rr.cpu[3], rr.gpu[3], 0, 0);
+    // Inference: no statistics written.
+    Run ri = RUN(layernorm_fwd, {&x, &w, &b}, {&y, nullptr, nullptr}, {}, {1e-5});
+    expect_close("layernorm_fwd without statistics" + tag, r.cpu[0], ri.gpu[0], 1e-5, 1e-5);
   }
   // L2 norm with a zero row and a tiny row (the eps branch).
   Tensor x = randn({6, 33}, rng);
