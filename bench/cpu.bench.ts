@@ -24,7 +24,12 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
 }
+// onnxruntime's pool threads keep spinning for a while after a run, and ours briefly too: each
+// timing starts after a pause so that neither side's idle spinning takes the other's cores.
+const settle = () => new Promise((r) => setTimeout(r, 300));
+
 async function time(fn: () => unknown | Promise<unknown>, reps: number, warm = 1): Promise<number> {
+  await settle();
   for (let i = 0; i < warm; i++) await fn();
   const ts: number[] = [];
   for (let i = 0; i < reps; i++) {
