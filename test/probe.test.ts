@@ -2,7 +2,7 @@
 // the fitted classifier against Newton's method in float64, and the lambda sweep's protocol.
 import { describe, expect, it } from 'vitest';
 import { minimizeLbfgs } from '../lib/probe/lbfgs.js';
-import { fitLogisticRegression, logisticObjective, type Features } from '../lib/probe/logreg.js';
+import { fitLogisticRegression, logisticObjective, GemmObjective, type Features } from '../lib/probe/logreg.js';
 import { sweepLambda, linearProbe } from '../lib/probe/sweep.js';
 import { rng } from './helpers.js';
 
@@ -90,6 +90,41 @@ describe('multinomial logistic regression', () => {
     const m = fitLogisticRegression(train, 4, 1e-3);
     expect(m.accuracy(test)).toBeGreaterThan(0.9);
     expect(() => fitLogisticRegression({ ...train, y: Array.from(train.y, () => 7) }, 4, 1)).toThrow(/label 7 of row 0 is not a class in \[0, 4\)/);
+  });
+});
+
+describe('the objective on the native gemm', () => {
+  it('matches the float64 objective and gradient, and fits the same classifier', () => {
+    const data = blobs(2003, 7, 37, 8, 1.5), K = 7, size = K * 37 + K;
+    const r = rng(9);
+    const p = Float64Array.from({ length: size }, () => 2 * (r() - 0.5));
+    const g64 = new Float64Array(size), g32 = new Float64Array(size);
+    const fast = new GemmObjective(data, K);
+    try {
+      const f64 = logisticObjective(p, g64, data, K, 0.01), f32 = fast.evaluate(p, g32, 0.01);
+      expect(Math.abs(f32 - f64)).toBeLessThan(1e-5 * Math.abs(f64));
+      let worst = 0, scale = 0;
+      for (let j = 0; j < size; j++) {
+        worst = Math.max(worst, Math.abs(g32[j] - g64[j]));
+        scale = Math.max(scale, Math.abs(g64[j]));
+      }
+      expect(worst).toBeLessThan(1e-5 * scale);
+      // Confident scores (true-class probabilities that underflow to 0) keep the loss finite.
+      const big = p.map((v) => 300 * v);
+      const b64 = logisticObjective(big, g64, data, K, 0), b32 = fast.evaluate(big, g32, 0);
+      expect(Number.isFinite(b32)).toBe(true);
+      expect(Math.abs(b32 - b64)).toBeLessThan(1e-5 * b64);
+    } finally {
+      fast.dispose();
+    }
+    const a = fitLogisticRegression(data, K, 1e-2, { gemm: true }), b = fitLogisticRegression(data, K, 1e-2, { gemm: false });
+    let diff = 0, norm = 0;
+    for (let j = 0; j < size; j++) {
+      diff = Math.max(diff, Math.abs(a.params[j] - b.params[j]));
+      norm = Math.max(norm, Math.abs(b.params[j]));
+    }
+    expect(diff).toBeLessThan(1e-3 * norm);
+    expect(a.accuracy(data)).toBeCloseTo(b.accuracy(data), 3);
   });
 });
 

@@ -1,6 +1,8 @@
 // Multinomial logistic regression on frozen features, fitted with L-BFGS:
 //   minimise (1/N) sum_i -log softmax(W x_i + b)[y_i] + (lambda / 2) ||W||^2   (the bias is not penalised)
 import { minimizeLbfgs, type LbfgsOptions } from './lbfgs.js';
+import { Tensor } from '../tensor.js';
+import { gemmRaw } from '../ops/matmul.js';
 
 export interface Features {
   /** Rows [n, dim]. */
@@ -94,9 +96,79 @@ export function logisticObjective(params: Float64Array, grad: Float64Array, data
   return loss / N + 0.5 * lambda * reg;
 }
 
+/**
+ * The same objective with its two products, W X^T and R X (R the residual softmax - onehot), on
+ * the native float32 gemm; the softmax, the sums and the penalty stay float64. On 10^4..10^5 rows
+ * it is over ten times faster than the float64 loops, and agrees with them to float32 rounding
+ * of the products (~1e-6 relative), which L-BFGS's tolerances do not resolve.
+ */
+export class GemmObjective {
+  private readonly X: Tensor;
+  private readonly Xt: Tensor;
+  private readonly scores: Float64Array;
+
+  constructor(readonly data: Features, readonly numClasses: number) {
+    checkFeatures(data, numClasses);
+    this.X = Tensor.from(data.x, [data.n, data.dim], { device: 'cpu' });
+    this.Xt = this.X.view([data.dim, data.n], [1, data.dim]);
+    this.scores = new Float64Array(numClasses);
+  }
+
+  evaluate(params: Float64Array, grad: Float64Array, lambda: number): number {
+    const K = this.numClasses, D = this.data.dim, N = this.data.n, y = this.data.y, e = this.scores;
+    // Scores as [K, N]: this gemm is faster with the long side as the columns.
+    const W = Tensor.from(Float32Array.from(params.subarray(0, K * D)), [K, D], { device: 'cpu' });
+    const Z = gemmRaw(W, this.Xt);
+    const z = Z.toArraySync() as Float32Array;
+    Z.dispose();
+    W.dispose();
+    // z becomes the residual (softmax - onehot) / N, in place.
+    for (let k = 0; k < K; k++) grad[K * D + k] = 0;
+    let loss = 0;
+    for (let i = 0; i < N; i++) {
+      let max = -Infinity;
+      for (let k = 0; k < K; k++) {
+        e[k] = z[k * N + i] + params[K * D + k];
+        if (e[k] > max) max = e[k];
+      }
+      const c = y[i];
+      loss -= e[c] - max;
+      let sum = 0;
+      for (let k = 0; k < K; k++) sum += (e[k] = Math.exp(e[k] - max));
+      loss += Math.log(sum);
+      for (let k = 0; k < K; k++) {
+        const r = (e[k] / sum - (k === c ? 1 : 0)) / N;
+        z[k * N + i] = r;
+        grad[K * D + k] += r;
+      }
+    }
+    const R = Tensor.from(z, [K, N], { device: 'cpu' });
+    const G = gemmRaw(R, this.X);
+    const g = G.toArraySync() as Float32Array;
+    G.dispose();
+    R.dispose();
+    let reg = 0;
+    for (let j = 0; j < K * D; j++) {
+      reg += params[j] * params[j];
+      grad[j] = g[j] + lambda * params[j];
+    }
+    return loss / N + 0.5 * lambda * reg;
+  }
+
+  dispose(): void {
+    this.Xt.dispose();
+    this.X.dispose();
+  }
+}
+
+/** Below this many multiply-adds per evaluation (n * dim * classes) the float64 loops are used. */
+const GEMM_MIN_WORK = 1 << 20;
+
 export interface FitOptions extends LbfgsOptions {
   /** Starting parameters (a warm start from a neighbouring lambda). */
   init?: Float64Array;
+  /** Products on the native gemm (default: when n * dim * classes >= 2^20) or in float64 loops. */
+  gemm?: boolean;
 }
 
 export function fitLogisticRegression(data: Features, numClasses: number, lambda: number, opts: FitOptions = {}): LogisticRegression {
@@ -104,6 +176,13 @@ export function fitLogisticRegression(data: Features, numClasses: number, lambda
   if (!(lambda >= 0) || !Number.isFinite(lambda)) throw new Error(`fitLogisticRegression: lambda must be finite and >= 0, got ${lambda}`);
   const size = numClasses * data.dim + numClasses;
   const x0 = opts.init && opts.init.length === size ? opts.init : new Float64Array(size);
-  const r = minimizeLbfgs((p, g) => logisticObjective(p, g, data, numClasses, lambda), x0, { maxIter: 1000, gradTol: 1e-6, ...opts });
-  return new LogisticRegression(r.x, numClasses, data.dim, lambda);
+  const useGemm = opts.gemm ?? data.n * data.dim * numClasses >= GEMM_MIN_WORK;
+  const fast = useGemm ? new GemmObjective(data, numClasses) : undefined;
+  try {
+    const fg = fast ? (p: Float64Array, g: Float64Array) => fast.evaluate(p, g, lambda) : (p: Float64Array, g: Float64Array) => logisticObjective(p, g, data, numClasses, lambda);
+    const r = minimizeLbfgs(fg, x0, { maxIter: 1000, gradTol: 1e-6, ...opts });
+    return new LogisticRegression(r.x, numClasses, data.dim, lambda);
+  } finally {
+    fast?.dispose();
+  }
 }
