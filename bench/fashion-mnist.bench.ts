@@ -99,7 +99,7 @@ function zeroShot(model: CLIP, tok: ClipTokenizer, img: Float32Array, labels: Ui
 async function main() {
   const { flags } = parseArgs(process.argv.slice(2), {
     minutes: { type: 'number', default: 14, help: 'training time limit' },
-    steps: { type: 'number', default: 2400, help: 'optimizer steps (the schedule length)' },
+    steps: { type: 'number', default: 3000, help: 'optimizer steps (the schedule length)' },
     'batch-size': { type: 'number', default: 128, help: 'batch size' },
     lr: { type: 'number', default: 2e-3, help: 'peak learning rate' },
     'probe-train': { type: 'number', default: 60000, help: 'training images for the linear probe (a fifth of them choose its L2 strength)' },
