@@ -369,10 +369,18 @@ int main(int argc, char** argv) {
   if (!validate()) return 1;
   if (check_only) return 0;
 
-  const Peak peak1 = measure_peak(1), peak2 = measure_peak(2);
+  const Peak peak1 = measure_peak(1);
+  Peak peak2 = measure_peak(2);
   std::printf("\nFMA peak (%s, measured): 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s; %.1f GFLOP per "
               "CPU-second of one core\n",
               cpu_features().avx512f ? "zmm" : "ymm", peak1.wall, peak2.wall, peak1.core);
+  // On a shared VM the second core is sometimes not there for the whole measurement; the
+  // two-thread percentages are then taken against twice the one-core peak, never above it.
+  if (peak2.wall < 1.8 * peak1.wall) {
+    std::printf("the second core was busy elsewhere during that measurement: 2-thread %%peak below is against "
+                "2 x %.1f GFLOP/s\n", peak1.wall);
+    peak2.wall = 2 * peak1.wall;
+  }
   std::printf("%%peak: wall-clock GFLOP/s over the threads' peak. %%cpu: GFLOP per CPU-second used over one\n"
               "core's peak, which ignores time lost to other processes (and idle waiting) on a busy machine.\n");
 
