@@ -12,9 +12,9 @@ import { createCLIP } from '../lib/models/clip.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { trainCommand } from '../lib/cli/train.js';
 import { UsageError } from '../lib/cli/args.js';
-import type { Batch, BatchSource, DataPosition } from '../lib/data/types.js';
+import type { Batch } from '../lib/data/types.js';
 import { DEVICE, expectClose, randArray, relErr, tensor, toF64 } from './helpers.js';
-import { MICRO_CONFIG, randomDataset, wordTokenize } from './train-helpers.js';
+import { MICRO_CONFIG, randomDataset, repeatSource, wordTokenize } from './train-helpers.js';
 
 /** The values a float32 tensor made from x holds after a cast to bfloat16, as float64. */
 function roundBf16(x: ArrayLike<number>): Float64Array {
@@ -348,18 +348,6 @@ describe('a small CLIP under autocast(bf16)', () => {
   });
 });
 
-/** The same batch forever: the loss on it must fall. */
-function repeatSource(batch: Batch): BatchSource {
-  return {
-    batchSize: batch.size,
-    batchesPerEpoch: () => 1,
-    stats: () => ({ examples: 0, skipped: 0, skippedReasons: {}, waitMs: 0 }),
-    async *batches(from: DataPosition) {
-      let epoch = from.epoch;
-      for (;;) yield { batch, next: { epoch: ++epoch, cursor: 0 } };
-    },
-  };
-}
 
 describe('training with precision bf16', () => {
   it('decreases the loss as float32 training does, with float32 weights and AdamW state', async () => {

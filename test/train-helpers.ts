@@ -1,6 +1,6 @@
 // Small models and synthetic data for the training tests.
 import type { CLIPConfig } from '../lib/models/config.js';
-import type { Dataset, Example } from '../lib/data/types.js';
+import type { Batch, BatchSource, DataPosition, Dataset, Example } from '../lib/data/types.js';
 import { Random } from '../lib/nn/random.js';
 
 export const MICRO_CONFIG: CLIPConfig = {
@@ -106,4 +106,17 @@ export function solid(w: number, h: number, rgb: [number, number, number]): Uint
   const a = new Uint8Array(w * h * 3);
   for (let i = 0; i < w * h; i++) a.set(rgb, i * 3);
   return a;
+}
+
+/** The same batch forever (a loss on it must fall; the fixture's optimizer steps reuse one batch). */
+export function repeatSource(batch: Batch): BatchSource {
+  return {
+    batchSize: batch.size,
+    batchesPerEpoch: () => 1,
+    stats: () => ({ examples: 0, skipped: 0, skippedReasons: {}, waitMs: 0 }),
+    async *batches(from: DataPosition) {
+      let epoch = from.epoch;
+      for (;;) yield { batch, next: { epoch: ++epoch, cursor: 0 } };
+    },
+  };
 }

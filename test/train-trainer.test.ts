@@ -12,24 +12,12 @@ import { Trainer, NonFiniteError } from '../lib/train/trainer.js';
 import { lrAt } from '../lib/train/schedule.js';
 import { listCheckpoints, loadTrainedCLIP, readTrainState } from '../lib/train/checkpoint.js';
 import { DataLoader } from '../lib/data/loader.js';
-import type { Batch, BatchSource, DataPosition } from '../lib/data/types.js';
+import type { Batch } from '../lib/data/types.js';
 import { DEVICE, SHARED, relErr } from './helpers.js';
-import { MICRO_CONFIG, randomDataset, wordTokenize } from './train-helpers.js';
+import { MICRO_CONFIG, randomDataset, repeatSource, wordTokenize } from './train-helpers.js';
 
 const FIX = join(SHARED, 'fixtures', 'openai-vit-tiny');
 
-/** The same batch forever (the fixture's optimizer steps reuse one batch). */
-function repeatSource(batch: Batch): BatchSource {
-  return {
-    batchSize: batch.size,
-    batchesPerEpoch: () => 1,
-    stats: () => ({ examples: 0, skipped: 0, skippedReasons: {}, waitMs: 0 }),
-    async *batches(from: DataPosition) {
-      let epoch = from.epoch;
-      for (;;) yield { batch, next: { epoch: ++epoch, cursor: 0 } };
-    },
-  };
-}
 
 describe.skipIf(!existsSync(FIX))('Trainer reproduces the reference AdamW steps (skipped when ../shared/fixtures is missing)', () => {
   it('two steps of lr 1e-3, betas (0.9, 0.98), eps 1e-6, wd 0.2 match params_after_2_adamw_steps within 1e-4', async () => {

@@ -1,6 +1,8 @@
 // Working ahead of the consumer, in order. Lookahead starts the work for the next `depth` items of
 // a sequence (examples for the worker threads) and hands them back in sequence order; Prefetch
 // keeps `depth` batches being assembled one after another while the consumer computes.
+import type { DataCounters, CountDelta } from './counters.js';
+import type { Batch, DataPosition } from './types.js';
 
 export class Lookahead<I, R> {
   private readonly queue: { item: I; result: Promise<R> }[] = [];
@@ -65,5 +67,35 @@ export class Prefetch<T> {
   /** Resolves once every batch started has settled. */
   settled(): Promise<void> {
     return this.tail.then(() => {}, () => {});
+  }
+}
+
+/** A batch made ahead, or the error that stopped it, with the counts it adds when handed over. */
+export type Made = { batch: Batch; next: DataPosition; delta: CountDelta } | { error: unknown; delta: CountDelta };
+
+/**
+ * Serves batches from `make`, `depth` ahead, as a loader's iterator: the time the step waits for
+ * each is counted, its counts applied when it is handed over, and `close` runs when the consumer
+ * stops (or an error ends the stream) after every batch started has settled.
+ */
+export async function* serveBatches(make: () => Promise<Made>, depth: number, count: DataCounters, close: {
+  /** Stops new work (and the worker threads) before the started batches settle. */
+  stop(): Promise<void>;
+  close(): Promise<void>;
+}): AsyncGenerator<{ batch: Batch; next: DataPosition }> {
+  const batches = new Prefetch(make, depth);
+  try {
+    for (;;) {
+      const t0 = performance.now();
+      const made = await batches.take();
+      count.s.waitMs += performance.now() - t0;
+      count.apply(made.delta);
+      if ('error' in made) throw made.error;
+      yield { batch: made.batch, next: made.next };
+    }
+  } finally {
+    await close.stop();
+    await batches.settled();
+    await close.close();
   }
 }

@@ -6,7 +6,7 @@
 import { Random } from '../nn/random.js';
 import type { Batch, BatchSource, DataPosition, DataStats, Dataset, Example } from './types.js';
 import { DataCounters, type CountDelta } from './counters.js';
-import { Lookahead, Prefetch } from './ahead.js';
+import { Lookahead, serveBatches, type Made } from './ahead.js';
 import { DataWorkerError, DecodePool } from './pool.js';
 
 export interface LoaderOptions {
@@ -55,7 +55,6 @@ function* slots(length: number, seed: number, shuffle: boolean, from: DataPositi
 }
 
 /** A batch assembled ahead, with what assembling it counted; or the error that stopped it. */
-type Made = { batch: Batch; next: DataPosition; delta: CountDelta } | { error: unknown; delta: CountDelta };
 
 export class DataLoader implements BatchSource {
   readonly batchSize: number;
@@ -154,21 +153,12 @@ export class DataLoader implements BatchSource {
         return { error, delta };
       }
     };
-    const batches = new Prefetch(make, this.prefetch);
-    try {
-      for (;;) {
-        const t0 = performance.now();
-        const made = await batches.take();
-        this.count.s.waitMs += performance.now() - t0;
-        this.count.apply(made.delta);
-        if ('error' in made) throw made.error;
-        yield { batch: made.batch, next: made.next };
-      }
-    } finally {
-      ahead.stop();
-      await pool?.close();
-      await batches.settled();
-      await ahead.close();
-    }
+    yield* serveBatches(make, this.prefetch, this.count, {
+      stop: async () => {
+        ahead.stop();
+        await pool?.close();
+      },
+      close: () => ahead.close(),
+    });
   }
 }

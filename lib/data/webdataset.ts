@@ -10,7 +10,7 @@ import { readTar } from './tar.js';
 import type { ImageTransform } from './image.js';
 import { DataCounters, type CountDelta } from './counters.js';
 import { runJob, type ExampleJob } from './jobs.js';
-import { Lookahead, Prefetch } from './ahead.js';
+import { Lookahead, serveBatches, type Made } from './ahead.js';
 import { DataWorkerError, DecodePool } from './pool.js';
 import { checkWorkerThreads } from './loader.js';
 import type { Batch, BatchSource, DataPosition, DataStats, Example } from './types.js';
@@ -75,7 +75,6 @@ interface Draw {
   sample: RawSample;
 }
 
-type Made = { batch: Batch; next: DataPosition; delta: CountDelta } | { error: unknown; delta: CountDelta };
 
 export class WebDatasetSource implements BatchSource {
   readonly batchSize: number;
@@ -201,21 +200,12 @@ export class WebDatasetSource implements BatchSource {
         return { error, delta };
       }
     };
-    const batches = new Prefetch(make, prefetch);
-    try {
-      for (;;) {
-        const t0 = performance.now();
-        const made = await batches.take();
-        this.count.s.waitMs += performance.now() - t0;
-        this.count.apply(made.delta);
-        if ('error' in made) throw made.error;
-        yield { batch: made.batch, next: made.next };
-      }
-    } finally {
-      ahead.stop();
-      await pool?.close();
-      await batches.settled();
-      await ahead.close();
-    }
+    yield* serveBatches(make, prefetch, this.count, {
+      stop: async () => {
+        ahead.stop();
+        await pool?.close();
+      },
+      close: () => ahead.close(),
+    });
   }
 }
