@@ -73,22 +73,12 @@ struct Loss {
     p.n = n, p.m = m, p.D = D, p.log_scale = scal, p.dloss = scal + 1, p.offset = offset;
     return p;
   }
-  static ClipParams swapped(ClipParams q) {
-    std::swap(q.a, q.b);
-    std::swap(q.lda, q.ldb);
-    std::swap(q.a_bf, q.b_bf);
-    std::swap(q.n, q.m);
-    std::swap(q.lse_r, q.lse_c);
-    std::swap(q.c_row, q.c_col);
-    q.offset = -q.offset;
-    return q;
-  }
   void forward(bool mma, cudaStream_t s) const {
     ClipParams p = base();
     p.lse_out = lse_r;
     LAB_CHECK(clip_row_pass(p, s, mma, false));
     if (symmetric) {
-      ClipParams q = swapped(p);
+      ClipParams q = clip_swapped(p);
       q.lse_out = lse_c;
       LAB_CHECK(clip_row_pass(q, s, mma, false));
     }
@@ -102,7 +92,7 @@ struct Loss {
     if (symmetric) p.lse_c = lse_c, p.c_col = float(w());
     p.da = dA.dev, p.ldda = D, p.da_bf = bf, p.ds_part = ds_part;
     LAB_CHECK(clip_row_pass(p, s, mma, true));
-    ClipParams q = swapped(p);
+    ClipParams q = clip_swapped(p);
     q.da = dB.dev, q.ds_part = nullptr;
     LAB_CHECK(clip_row_pass(q, s, mma, true));
     clip_sum_kernel<<<1, 1024, 0, s>>>(ds_part, mma ? clip_row_blocks(n) : n, dscale);
