@@ -3,7 +3,9 @@
 // that shares one weight into a single taller product, and runs small batched products in
 // parallel over the batch. bf16 operands, bias or output (as the CUDA op takes them) go through
 // f32 copies: sgemm stays the one float32 kernel, and accumulation is float32 either way.
+// gemm_pack_b / gemm_packed (at the end) serve inference with weights packed once.
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -80,6 +82,14 @@ Operand decode(const OpArgs& args, const TensorRef& t, const char* name, int64_t
   return o;
 }
 
+// ints[1]: the epilogue's activation (ints[2], allow_tf32, is CUDA's).
+GemmAct epilogue_act(const OpArgs& args) {
+  const int64_t act = args.ints.size() > 1 ? args.i(1) : 0;
+  args.require(act >= 0 && act <= int64_t(GemmAct::Gelu),
+               "activation must be 0 (none), 1 (relu), 2 (quick_gelu) or 3 (gelu), got " + std::to_string(act));
+  return GemmAct(act);
+}
+
 void run_gemm(const Operand& a, const Operand& b, float* c, int64_t batch, int64_t M, int64_t N, int64_t K,
               float alpha, float beta, const float* bias, GemmAct act) {
   // One weight for every batch entry and a's rows evenly spaced across entries: a single
@@ -112,10 +122,8 @@ void cpu_gemm(const OpArgs& args) {
   const TensorRef* tbias = args.in.size() > 2 && args.in[2].defined() ? &args.in[2] : nullptr;
   const TensorRef& tc = args.output(0);
   const bool accumulate = args.i(0) != 0;
-  const int64_t act = args.ints.size() > 1 ? args.i(1) : 0;  // ints[2] (allow_tf32) is CUDA's
+  const GemmAct act = epilogue_act(args);
   const float alpha = float(args.f(0));
-  args.require(act >= 0 && act <= int64_t(GemmAct::Gelu),
-               "activation must be 0 (none), 1 (relu), 2 (quick_gelu) or 3 (gelu), got " + std::to_string(act));
 
   args.require(tc.dtype == DType::F32 || tc.dtype == DType::BF16, "c must be float32 or bfloat16, got " + tc.describe());
   args.require(tc.ndim == 2 || tc.ndim == 3, "c must be [batch,M,N] or [M,N], got " + tc.describe());
@@ -164,11 +172,65 @@ void cpu_gemm(const OpArgs& args) {
     }
   }
   float* c = c_bf16 ? wc.data() : tc.ptr<float>();
-  run_gemm(a, b, c, batch, M, N, K, alpha, accumulate ? 1.0f : 0.0f, bias, GemmAct(act));
+  run_gemm(a, b, c, batch, M, N, K, alpha, accumulate ? 1.0f : 0.0f, bias, act);
   if (c_bf16) {
     uint16_t* dst = tc.ptr<uint16_t>();
     for (int64_t i = 0; i < c_numel; i++) dst[i] = f32_to_bf16(wc[size_t(i)]);
   }
+}
+
+// --- products with a weight packed once (inference) ---
+// gemm_pack_b lays op(B) out as the CPU micro-kernel reads it, gemm_packed multiplies by it without
+// packing again: at one image's 50 tokens the per-call packing of a transposed weight is a third of
+// the product's time.
+
+namespace {
+
+// The buffer the TypeScript side allocates: the widest micro-tile (32 columns) bounds every path.
+int64_t packed_capacity(int64_t K, int64_t N) { return K * ((N + 31) / 32 * 32); }
+
+// The micro-kernels load packed slivers with aligned vector loads.
+bool aligned64(const TensorRef& t) { return reinterpret_cast<uintptr_t>(t.data) % 64 == 0; }
+
+}  // namespace
+
+void cpu_gemm_pack_b(const OpArgs& args) {
+  const TensorRef& tb = args.input(0);
+  const TensorRef& out = args.output(0);
+  args.require(tb.dtype == DType::F32 && tb.ndim == 2, "b must be float32 [K,N], got " + tb.describe());
+  std::vector<float> unused;  // float32: nothing to widen
+  const Operand b = decode(args, tb, "b", 1, unused);
+  const int64_t K = b.rows, N = b.cols;
+  args.require(out.dtype == DType::F32 && out.contiguous() && out.numel() >= packed_capacity(K, N),
+               "packed must be contiguous float32 with " + std::to_string(packed_capacity(K, N)) +
+                   " elements, got " + out.describe());
+  args.require(aligned64(out), "packed must start on a 64-byte boundary (a fresh tensor, not an offset view)");
+  sgemm_pack_b(b.trans, K, N, b.data, b.ld, out.ptr<float>());
+}
+
+void cpu_gemm_packed(const OpArgs& args) {
+  const TensorRef& ta = args.input(0);
+  const TensorRef& packed = args.input(1);
+  const TensorRef* bias = args.in.size() > 2 && args.in[2].defined() ? &args.in[2] : nullptr;
+  const TensorRef& c = args.output(0);
+  const bool accumulate = args.i(0) != 0;
+  const GemmAct act = epilogue_act(args);
+  args.require(ta.dtype == DType::F32 && ta.ndim == 2, "a must be float32 [M,K], got " + ta.describe());
+  args.require(c.dtype == DType::F32 && c.ndim == 2 && c.contiguous(), "c must be contiguous float32 [M,N], got " + c.describe());
+  std::vector<float> unused;  // float32: nothing to widen
+  const Operand a = decode(args, ta, "a", 1, unused);
+  const int64_t M = a.rows, K = a.cols, N = c.shape[1];
+  args.require(c.shape[0] == M, "c " + c.describe() + " must have a's " + std::to_string(M) + " rows");
+  args.require(packed.dtype == DType::F32 && packed.contiguous() && packed.numel() >= packed_capacity(K, N),
+               "packed " + packed.describe() + " is too small for a [" + std::to_string(K) + "," +
+                   std::to_string(N) + "] weight");
+  args.require(aligned64(packed), "packed must start on a 64-byte boundary (a fresh tensor, not an offset view)");
+  if (bias)
+    args.require(bias->dtype == DType::F32 && bias->ndim == 1 && bias->shape[0] == N && (N == 1 || bias->strides[0] == 1),
+                 "bias must be contiguous float32[" + std::to_string(N) + "], got " + bias->describe());
+  if (M == 0 || N == 0) return;
+  sgemm_packed(a.trans, M, N, K, float(args.f(0)), a.data, a.ld, packed.ptr<const float>(),
+               accumulate ? 1.0f : 0.0f, c.ptr<float>(), N, bias ? bias->ptr<const float>() : nullptr, act);
 }
 
 }  // namespace tsclip
