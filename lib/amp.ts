@@ -10,7 +10,7 @@ export const PRECISIONS: readonly Precision[] = ['fp32', 'bf16'];
 interface Scope {
   precision: Precision;
   /** bf16 copies of parameters by identity, with the storage version they were cast at; freed on exit. */
-  cache: Map<Tensor, { copy: Tensor; version: number | undefined }>;
+  cache: Map<Tensor, { copy: Tensor; version: number }>;
 }
 const scopes: Scope[] = [];
 
@@ -62,7 +62,7 @@ export function autocastDtype(): DType | null {
 export function castOperand(t: Tensor, cache: boolean): Tensor {
   const scope = scopes[scopes.length - 1];
   if (cache && scope && t.requiresGrad && !t.gradFn) {
-    const version = storageVersion(t);
+    const version = t.storage.version;
     let e = scope.cache.get(t);
     if (e && e.version !== version) {
       e.copy.dispose(); // written in place since: views saved for backward keep the old values
@@ -76,11 +76,6 @@ export function castOperand(t: Tensor, cache: boolean): Tensor {
     return e.copy.view(e.copy.shape, e.copy.strides, e.copy.offset);
   }
   return bf16Copy(t);
-}
-
-/** The write counter of t's storage, where the storage keeps one. */
-function storageVersion(t: Tensor): number | undefined {
-  return (t.storage as { version?: number }).version;
 }
 
 /** A contiguous bfloat16 copy of t (rounded to nearest even). */

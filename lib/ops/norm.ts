@@ -85,12 +85,10 @@ function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null
     wc.dispose();
     return { y, sum };
   }
-  let src = x;
+  let src = sum ?? x;
   if (sum && needsGrad(x, r)) {
     const xs = x.shape, rs = r!.shape;
     src = record(sum, 'add', [x, r], (g) => [sumTo(g, xs), sumTo(g, rs)]);
-  } else if (sum) {
-    src = sum;
   }
   const saved = [keep(normed), keep(wc), keep(mean!), keep(rstd!)];
   const inShape = x.shape;
