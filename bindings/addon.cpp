@@ -2,6 +2,7 @@
 // here; every native failure becomes a JS Error instead of aborting the process.
 #include <napi.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -46,8 +47,12 @@ class Storage : public Napi::ObjectWrap<Storage> {
       return;
     }
     Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(nbytes_));
+    live_.fetch_add(1);
   }
   ~Storage() override { release(nullptr); }
+
+  // Storages holding memory in this process: made and neither disposed nor collected yet.
+  static int64_t live() { return live_.load(); }
 
   void* ptr(Napi::Env env) const {
     if (!ptr_) throw Napi::Error::New(env, "tensor used after dispose()");
@@ -61,6 +66,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
     if (!ptr_) return;
     try { device_free(device_, ptr_); } catch (...) {}
     ptr_ = nullptr;
+    live_.fetch_sub(1);
     if (env) Napi::MemoryManagement::AdjustExternalMemory(*env, -int64_t(nbytes_));
   }
   void Finalize(Napi::Env env) override { release(&env); }
@@ -101,6 +107,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   void* ptr_ = nullptr;
   size_t nbytes_ = 0;
   Device device_ = Device::CPU;
+  static inline std::atomic<int64_t> live_{0};
 };
 
 // A tensor descriptor from JS: [storage, dtype, offsetElements, shape[], strides[]] or null.
@@ -218,6 +225,8 @@ Napi::Value CudaMemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value LiveStorages(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(Storage::live())); }
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   try {
     device_synchronize(Device(info[0].As<Napi::Number>().Int32Value()));
@@ -238,6 +247,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("cudaMemoryStats", Napi::Function::New(env, CudaMemoryStats));
+  exports.Set("liveStorages", Napi::Function::New(env, LiveStorages));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   return exports;

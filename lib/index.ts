@@ -4,7 +4,7 @@ export { backward, noGrad, isGradEnabled } from './autograd.js';
 export { autocast, currentPrecision, PRECISIONS, type Precision } from './amp.js';
 export { checkpoint, checkpointWith } from './recompute.js';
 export * as ops from './ops/index.js';
-export { info, setNumThreads, memoryStats, synchronize } from './runtime.js';
+export { info, setNumThreads, memoryStats, liveStorages, synchronize } from './runtime.js';
 export { setWeightPacking, weightPacking } from './ops/packed.js';
 export {
   loadTokenizer, ClipTokenizer, loadVocabulary, trainBPE, writeMerges, cleanText,

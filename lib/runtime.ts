@@ -21,6 +21,14 @@ export function memoryStats(): { reserved: number; used: number; peakUsed: numbe
   return addon().cudaMemoryStats();
 }
 
+/**
+ * Native buffers alive in this process, on any device: tensor storages neither disposed nor yet
+ * collected. A loop that disposes what it makes keeps this number flat.
+ */
+export function liveStorages(): number {
+  return addon().liveStorages();
+}
+
 export function synchronize(device: Device = 'cuda'): void {
   addon().synchronize(device === 'cuda' ? 1 : 0);
 }

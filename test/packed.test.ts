@@ -23,7 +23,9 @@ const packedSize = (K: number, N: number) => K * Math.ceil(N / 32) * 32;
 
 describe('packed weights (gemm_pack_b, gemm_packed)', () => {
   // K = 600 spans several k blocks; N = 70 leaves a ragged last sliver; M = 13 a ragged row tile.
-  for (const [M, K, N, act] of [[13, 600, 70, 0], [50, 96, 130, 2], [1, 7, 3, 1], [64, 257, 32, 0]]) {
+  // The last two are large enough to be split over threads by columns, so that each thread sums
+  // its part of the rows in a buffer of its own (few rows, and more than one row block).
+  for (const [M, K, N, act] of [[13, 600, 70, 0], [50, 96, 130, 2], [1, 7, 3, 1], [64, 257, 32, 0], [50, 600, 200, 2], [130, 520, 300, 0]]) {
     it(`[${M},${K}] @ [${N},${K}]ᵀ + b, act ${act}: equals the reference and the plain gemm`, () => {
       const xs = randArray(M * K, 1), ws = randArray(N * K, 2), bs = randArray(N, 3);
       const x = tensor(xs, [M, K]), w = tensor(ws, [N, K]), b = tensor(bs, [N]);

@@ -33,6 +33,7 @@ export interface NativeAddon {
   info(): NativeInfo;
   setNumThreads(n: number): void;
   cudaMemoryStats(): { reserved: number; used: number; peakUsed: number };
+  liveStorages(): number;
   synchronize(device: number): void;
   emptyCache(): void;
 }

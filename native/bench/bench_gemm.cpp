@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend.h"
 #include "cpu/features.h"
 #include "cpu/sgemm.h"
 #include "cpu/threadpool.h"
@@ -46,10 +47,25 @@ TensorRef view(float* p, std::vector<int64_t> shape, std::vector<int64_t> stride
   return t;
 }
 
-void fill_random(std::vector<float>& v, std::mt19937& rng) {
+template <class Floats>
+void fill_random(Floats& v, std::mt19937& rng) {
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);
   for (auto& x : v) x = d(rng);
 }
+
+// Host memory from the allocator tensors use (its page size and alignment), for the timings.
+struct HostFloats {
+  float* p;
+  size_t n;
+  explicit HostFloats(size_t count) : p(static_cast<float*>(device_alloc(Device::CPU, count * sizeof(float)))), n(count) {}
+  ~HostFloats() { device_free(Device::CPU, p); }
+  HostFloats(const HostFloats&) = delete;
+  HostFloats& operator=(const HostFloats&) = delete;
+  float* data() { return p; }
+  size_t size() const { return n; }
+  float* begin() { return p; }
+  float* end() { return p + n; }
+};
 
 // ---------------------------------------------------------------- validation
 
@@ -191,6 +207,12 @@ bool validate() {
     cases.push_back({1, 130, 600, 700, false, true, false, false, false, true, 0.5f, 0, false, act});
     cases.push_back({1, 61, 77, 520, true, false, false, false, true, true, 1.0f, 3, false, act});
     cases.push_back({4, 50, 96, 300, false, true, false, true, act == 2, true, 1.0f, 0, false, act});
+  }
+  // Few rows over several k blocks, split over columns: each thread accumulates its part of the
+  // rows apart and writes it once (with accumulate, activation, alpha and a ragged edge).
+  for (int t = 0; t < 4; t++) {
+    cases.push_back({1, 50, 200, 600, bool(t & 1), bool(t & 2), false, false, t != 1, true, t == 2 ? 0.5f : 1.0f, 1});
+    cases.push_back({1, 37, 301, 530, bool(t & 1), bool(t & 2), false, false, false, t == 0, 1.0f, 0, false, t});
   }
   cases.push_back({1, 0, 5, 5, false, false, false, false, false, true, 1.0f, 0});
   cases.push_back({2, 5, 7, 0, false, true, false, false, true, true, 1.0f, 0});
@@ -386,8 +408,8 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(7);
   const int64_t maxd = 3072, maxm = 400;
-  std::vector<float> a(static_cast<size_t>(maxm * maxd)), w(static_cast<size_t>(maxd * maxd));
-  std::vector<float> bias(static_cast<size_t>(maxd)), c(static_cast<size_t>(maxm * maxd));
+  HostFloats a(static_cast<size_t>(maxm * maxd)), w(static_cast<size_t>(maxd * maxd));
+  HostFloats bias(static_cast<size_t>(maxd)), c(static_cast<size_t>(maxm * maxd));
   fill_random(a, rng), fill_random(w, rng), fill_random(bias, rng);
 
   // y = x @ W + bias with W stored [K,N], and y = x @ W^T + bias with W stored [N,K] (the
@@ -448,7 +470,7 @@ int main(int argc, char** argv) {
   // Batch-1 inference streams every weight from memory once: rotate through copies that
   // together exceed the last-level cache.
   std::printf("\nx @ W^T, M = 50, weights rotated through 96 MiB (not in cache):\n");
-  std::vector<float> pool(size_t(24) << 20);
+  HostFloats pool(size_t(24) << 20);
   fill_random(pool, rng);
   for (int threads : {1, 2}) {
     set_num_threads(threads);
@@ -499,7 +521,7 @@ int main(int argc, char** argv) {
   const double sn = time_call([&] { naive_gemm(M, N, K, a.data(), w.data(), cn.data()); }).cpu;
   const double sf = time_call([&] { sgemm(false, false, M, N, K, 1.0f, a.data(), K, w.data(), N, 0.0f, c.data(), N, nullptr); }).cpu;
   double diff = 0;
-  for (size_t i = 0; i < cn.size(); i++) diff = std::max(diff, double(std::fabs(cn[i] - c[i])));
+  for (size_t i = 0; i < cn.size(); i++) diff = std::max(diff, double(std::fabs(cn[i] - c.data()[i])));
   std::printf("\nnaive i-k-j loop, 1 thread, %lldx%lldx%lld: %.1f GFLOP per CPU-second; sgemm is %.1fx faster (max |diff| %.2g)\n",
               (long long)M, (long long)K, (long long)N, 2.0 * M * N * K / sn * 1e-9, sn / sf, diff);
   return 0;

@@ -104,7 +104,7 @@ struct Buffer {
     return p;
   }
 };
-thread_local Buffer t_abuf, t_bbuf;
+thread_local Buffer t_abuf, t_bbuf, t_cbuf;
 
 struct Problem {
   bool ta, tb;
@@ -166,54 +166,80 @@ struct Prefetch {
 };
 
 // Computes the rows [m0, m1) x columns [n0, n1) of C (block edges on multiples of mr / nr).
-void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+// B blocks are visited column block by column block, each over all of K, so that a packed B
+// block serves every row block. With a single row block (few rows: a batch-1 forward) there is
+// nothing to share, and the walk turns: k block by k block, the A block packed once and swept
+// over every column block, instead of packed again for each.
+// Either walk passes over C once per k block. When another thread owns the rest of these rows
+// (rows_shared), the passes go to a private buffer and C is written once: repeated writes beside
+// another core's part of the same rows ran up to a fifth slower on a 2-core VM, at times.
+void run_tile(const Kernels& kr, const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+              bool rows_shared) {
   const int MR = kr.mr, NR = kr.nr;
   const int64_t KC = k_block(kr, p.K);
   const int64_t MC = std::min(kr.mc, ceil_div(m1 - m0, MR) * MR);
   const int64_t NC = std::min(kr.nc, ceil_div(n1 - n0, NR) * NR);
   const int64_t npad = ceil_div(p.N, NR) * NR;  // a packed k block's width
+  const bool k_outer = m1 - m0 <= MC;
   float* abuf = t_abuf.get(size_t(MC) * KC + 16);
   float* bbuf = p.packed ? nullptr : t_bbuf.get(size_t(NC) * KC + 16);
+  // The private buffer holds the columns the walk is working on: all of them (k outer) or the
+  // current column block. Beyond 4M floats the passes stay in place.
+  const int64_t ldw = ceil_div(k_outer ? n1 - n0 : NC, 16) * 16;
+  const bool private_c = rows_shared && p.K > KC && (m1 - m0) * ldw <= (int64_t(1) << 20);
+  float* const cbuf = private_c ? t_cbuf.get(size_t(m1 - m0) * size_t(ldw)) : nullptr;
+  // The block after (jc, pc) in the walk; jc == n1 when there is none.
+  auto next = [&](int64_t jc, int64_t pc) -> std::pair<int64_t, int64_t> {
+    if (k_outer) return jc + NC < n1 ? std::make_pair(jc + NC, pc) : pc + KC < p.K ? std::make_pair(n0, pc + KC) : std::make_pair(n1, int64_t(0));
+    return pc + KC < p.K ? std::make_pair(jc, pc + KC) : std::make_pair(jc + NC, int64_t(0));
+  };
   // Packing stalls on every line of B that is not in cache yet, so while one B block is
   // multiplied, the micro-kernels prefetch the source of the next one.
   Prefetch next_b;
   const int64_t tiles = ceil_div(m1 - m0, MR);
-  for (int64_t jc = n0; jc < n1; jc += NC) {
-    const int64_t nc = std::min(NC, n1 - jc);
-    for (int64_t pc = 0; pc < p.K; pc += KC) {
-      const int64_t kc = std::min(KC, p.K - pc);
-      // A prepacked B block is read in place; its slivers sit kc * NR apart, as in bbuf.
-      const float* bblock = p.packed ? p.packed + pc * npad + jc * kc : bbuf;
-      if (!p.packed) kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
-      {
-        int64_t jn = jc, pn = pc + KC;
-        if (pn >= p.K) pn = 0, jn = jc + NC;
-        const int64_t kn = std::min(KC, p.K - pn), nn = std::min(NC, n1 - jn), steps = tiles * ceil_div(nc, NR);
-        if (jn >= n1) next_b.stop();
-        else if (p.packed) next_b.start_packed(p.packed + pn * npad + jn * kn, kn * ceil_div(nn, NR) * NR, steps);
-        else next_b.start(p, pn, jn, kn, nn, steps);
-      }
-      // The first k block applies beta and the bias; later ones accumulate onto it.
-      const float beta = pc == 0 ? p.beta : 1.0f;
-      const float* bias = pc == 0 && p.bias ? p.bias + jc : nullptr;
-      const bool last = pc + kc == p.K;
-      for (int64_t ic = m0; ic < m1; ic += MC) {
-        const int64_t mc = std::min(MC, m1 - ic);
+  for (int64_t jc = n0, pc = 0; jc < n1;) {
+    const int64_t nc = std::min(NC, n1 - jc), kc = std::min(KC, p.K - pc);
+    // The columns [r0, r1) that accumulate together, and where element (i, j) of C is summed.
+    const int64_t r0 = k_outer ? n0 : jc, r1 = k_outer ? n1 : jc + nc;
+    const int64_t ldc = private_c ? ldw : p.ldc;
+    auto c_at = [&](int64_t i, int64_t j) { return private_c ? cbuf + (i - m0) * ldw + (j - r0) : p.C + i * p.ldc + j; };
+    // The same arithmetic as in place, so that the bits do not depend on the split.
+    if (private_c && pc == 0 && jc == r0 && p.beta != 0.0f)
+      for (int64_t i = m0; i < m1; i++) std::copy(p.C + i * p.ldc + r0, p.C + i * p.ldc + r1, c_at(i, r0));
+    // A prepacked B block is read in place; its slivers sit kc * NR apart, as in bbuf.
+    const float* bblock = p.packed ? p.packed + pc * npad + jc * kc : bbuf;
+    if (!p.packed) kr.pack_b(p.tb, b_at(p, pc, jc), p.ldb, nc, kc, bbuf);
+    const auto [jn, pn] = next(jc, pc);
+    {
+      const int64_t kn = std::min(KC, p.K - pn), nn = std::min(NC, n1 - jn), steps = tiles * ceil_div(nc, NR);
+      if (jn >= n1) next_b.stop();
+      else if (p.packed) next_b.start_packed(p.packed + pn * npad + jn * kn, kn * ceil_div(nn, NR) * NR, steps);
+      else next_b.start(p, pn, jn, kn, nn, steps);
+    }
+    // The first k block applies beta and the bias; later ones accumulate onto it.
+    const float beta = pc == 0 ? p.beta : 1.0f;
+    const float* bias = pc == 0 && p.bias ? p.bias + jc : nullptr;
+    const bool last = pc + kc == p.K;
+    for (int64_t ic = m0; ic < m1; ic += MC) {
+      const int64_t mc = std::min(MC, m1 - ic);
+      if (!k_outer || jc == n0)
         kr.pack_a(p.ta, p.ta ? p.A + pc * p.lda + ic : p.A + ic * p.lda + pc, p.lda, mc, kc, abuf);
-        for (int64_t ir = 0; ir < mc; ir += MR) {
-          const MicroFn fn = kr.micro[std::min<int64_t>(MR, mc - ir)];
-          float* crow = p.C + (ic + ir) * p.ldc + jc;
-          const int m = int(std::min<int64_t>(MR, mc - ir));
-          for (int64_t jr = 0; jr < nc; jr += NR) {
-            const int n = int(std::min<int64_t>(NR, nc - jr));
-            fn(kc, abuf + ir * kc, bblock + jr * kc, crow + jr, p.ldc, n, p.alpha, beta,
-               bias ? bias + jr : nullptr, next_b.step(kc));
-            // After the last k block the tile is final and still in L1.
-            if (last && p.act != GemmAct::None) kr.act(p.act, crow + jr, p.ldc, m, n);
-          }
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        const MicroFn fn = kr.micro[std::min<int64_t>(MR, mc - ir)];
+        float* crow = c_at(ic + ir, jc);
+        const int m = int(std::min<int64_t>(MR, mc - ir));
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int n = int(std::min<int64_t>(NR, nc - jr));
+          fn(kc, abuf + ir * kc, bblock + jr * kc, crow + jr, ldc, n, p.alpha, beta,
+             bias ? bias + jr : nullptr, next_b.step(kc));
+          // After the last k block the tile is final and still in L1.
+          if (last && p.act != GemmAct::None) kr.act(p.act, crow + jr, ldc, m, n);
         }
       }
     }
+    if (private_c && last && jc + nc == r1)
+      for (int64_t i = m0; i < m1; i++) std::copy(c_at(i, r0), c_at(i, r1), p.C + i * p.ldc + r0);
+    jc = jn, pc = pn;
   }
 }
 
@@ -283,7 +309,7 @@ void run(const Problem& p, int threads) {
     const int64_t ti = t / tn, tj = t % tn;
     const int64_t m0 = std::min(M, mt_max * ti / tm * kr.mr), m1 = std::min(M, mt_max * (ti + 1) / tm * kr.mr);
     const int64_t n0 = std::min(N, nt_max * tj / tn * kr.nr), n1 = std::min(N, nt_max * (tj + 1) / tn * kr.nr);
-    if (m0 < m1 && n0 < n1) run_tile(kr, p, m0, m1, n0, n1);
+    if (m0 < m1 && n0 < n1) run_tile(kr, p, m0, m1, n0, n1, tn > 1);
   };
   if (tasks == 1) return task(0);
   parallel_for(tasks, 1, [&](int64_t b, int64_t e) {
