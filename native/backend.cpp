@@ -6,10 +6,6 @@
 #include <cstring>
 #include <new>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "cuda/runtime.h"
 
 namespace tsclip {
@@ -65,13 +61,14 @@ void run_op(int id, OpArgs& args) {
 #endif
 }
 
-// Host memory: large blocks are cached by size class and reused, since a model allocates the same
-// activation sizes every step. Going back to malloc each time either page-faults fresh mappings
-// in (slow) or fragments the heap so that a training loop's memory creeps up.
+// Host memory: blocks from 16 KiB up are cached by size class and reused, since a model allocates
+// the same activation sizes every step. Going back to malloc each time either page-faults fresh
+// mappings in (slow) or fragments the heap so that a training loop's memory creeps up. Under
+// Node, malloc mapped a [50, 768] activation (150 KiB) afresh for every op: 20-40 page faults,
+// several times the cost of the op itself.
 namespace {
-constexpr size_t kCacheMin = 256 * 1024;
+constexpr size_t kCacheMin = 16 * 1024;
 constexpr size_t kCacheMax = size_t(2) << 30;  // cached bytes kept at most
-constexpr size_t kHugePage = size_t(2) << 20;
 
 size_t size_class(size_t n) {
   if (n < kCacheMin) return (n + 63) / 64 * 64;
@@ -127,17 +124,8 @@ void* device_alloc(Device d, size_t bytes) {
   if (cls >= kCacheMin) {
     if (void* p = host_cache().take(cls)) return p;
   }
-  // Blocks of 2 MiB and more (weights, their packed copies, large activations) start on a 2 MiB
-  // boundary and ask for transparent huge pages: a matrix streamed from memory then crosses no
-  // 4 KiB page boundaries, where the hardware prefetchers stop, and needs few TLB entries (a
-  // miss costs a two-level walk in a VM). A batch-1 forward streams every weight once; on a VM
-  // here one core read 16 GB/s from 4 KiB pages and 28 GB/s from huge pages.
-  const bool huge = cls >= kHugePage;
-  void* p = huge ? std::aligned_alloc(kHugePage, (cls + kHugePage - 1) / kHugePage * kHugePage) : std::aligned_alloc(64, cls);
+  void* p = std::aligned_alloc(64, cls);
   if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (huge) madvise(p, cls, MADV_HUGEPAGE);  // advice only: without THP nothing changes
-#endif
   if (cls >= kCacheMin) host_cache().note(p, cls);
   return p;
 }

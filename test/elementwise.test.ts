@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { ops } from '../lib/index.js';
 import { Tensor } from '../lib/tensor.js';
+import { addonPath } from '../lib/native/addon.js';
 import { checkOp, DEVICE, tensor, toF64, expectClose, randArray } from './helpers.js';
 
 const sig = (x: number) => 1 / (1 + Math.exp(-x));
@@ -60,6 +62,58 @@ describe('elementwise ops', () => {
       checkOp({ shapes: [[37]], inputs: [x], op: ([t]) => op(t), ref: ([v]) => v.map(ref) });
     });
   }
+
+  // Long arrays run the activations built on exp a block at a time, split over threads, with a
+  // ragged tail; values reach where exp overflows and underflows in float32.
+  const expActs = [
+    ['quickGelu', ops.quickGelu, 1, (x: number) => x * sig(1.702 * x), (x: number) => sig(1.702 * x) * (1 + 1.702 * x * (1 - sig(1.702 * x)))],
+    ['sigmoid', ops.sigmoid, 9, sig, (x: number) => sig(x) * (1 - sig(x))],
+    ['exp', ops.exp, 3, Math.exp, Math.exp],
+  ] as const;
+  const ramp = (n: number) => Float64Array.from({ length: n }, (_, i) => Math.fround(-100 + (180 * i) / (n - 1)));
+  // y = f(x) and dx = g * f'(x) against float64. 1 - s cancels near s = 1: an absolute error of a
+  // float32 ulp at 1 is allowed besides the relative one.
+  function checkExpAct(name: string, f: (x: number) => number, df: (x: number) => number, xs: ArrayLike<number>, gs: ArrayLike<number>, fy: ArrayLike<number>, dx: ArrayLike<number>) {
+    const ok = (got: number, w: number) => (Number.isFinite(w) ? Math.abs(got - w) <= 2e-6 * Math.abs(w) + 1e-7 : got === w);
+    for (let i = 0; i < xs.length; i++) {
+      const want = Math.fround(f(xs[i])), dwant = Math.fround(Math.fround(gs[i]) * df(xs[i]));
+      if (!ok(fy[i], want)) throw new Error(`${name}(${xs[i]}) = ${fy[i]}, expected ${want}`);
+      if (!ok(dx[i], dwant)) throw new Error(`${name}'(${xs[i]}) * ${gs[i]} = ${dx[i]}, expected ${dwant}`);
+    }
+  }
+  for (const [name, op, , f, df] of expActs) {
+    it(`${name} over 70,001 values from -100 to 80, and its gradient`, () => {
+      const n = 70001;
+      const xs = ramp(n), gs = randArray(n, 3);
+      const x = tensor(xs, [n], true), g = tensor(gs, [n]);
+      const y = op(x);
+      ops.sum(ops.mul(y, g)).backward();
+      checkExpAct(name, f, df, xs, gs, toF64(y), toF64(x.grad!));
+      for (const t of [x, g, y]) t.dispose();
+    });
+  }
+  // The CPU picks its widest vector path; TSCLIP_SIMD caps it, in a fresh process.
+  it.skipIf(DEVICE !== 'cpu')('the narrower vector paths (TSCLIP_SIMD=avx2, scalar) agree too', () => {
+    const script = `
+      const a = require(process.env.ADDON), names = a.opNames(), n = 5001;
+      const xs = new Float32Array(n).map((_, i) => -100 + (180 * i) / (n - 1)), gs = new Float32Array(n).map((_, i) => Math.sin(i));
+      const put = (arr) => { const s = new a.Storage(arr.byteLength, 0); s.write(0, arr); return s; };
+      const d = (s) => [s, 0, 0, [n], [1]];
+      const x = put(xs), g = put(gs), out = {};
+      for (const k of [1, 9, 3]) {
+        const y = new a.Storage(4 * n, 0), dx = new a.Storage(4 * n, 0);
+        a.run(names.indexOf('unary'), [d(x)], [d(y)], [k], []);
+        a.run(names.indexOf('unary_backward'), [d(x), d(g)], [d(dx)], [k], []);
+        out[k] = [Array.from(new Float32Array(y.read(0, 4 * n))), Array.from(new Float32Array(dx.read(0, 4 * n)))];
+      }
+      process.stdout.write(JSON.stringify({ xs: Array.from(xs), gs: Array.from(gs), out }));`;
+    for (const simd of ['avx2', 'scalar']) {
+      const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, TSCLIP_SIMD: simd, ADDON: addonPath() }, encoding: 'utf8', maxBuffer: 64 << 20 });
+      expect(r.status, r.stderr).toBe(0);
+      const { xs, gs, out } = JSON.parse(r.stdout);
+      for (const [name, , kind, f, df] of expActs) checkExpAct(`${name} (${simd})`, f, df, xs, gs, out[kind][0], out[kind][1]);
+    }
+  });
 
   const cases: [number[], number[]][] = [[[5, 7], [5, 7]], [[3, 4, 5], [5]], [[3, 1, 5], [4, 1]], [[2, 3], [1]], [[7], [3, 1]]];
   const binaries: [string, (a: any, b: any) => any, (x: number, y: number) => number][] = [

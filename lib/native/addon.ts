@@ -57,9 +57,14 @@ export function packageRoot(): string {
 
 let cached: NativeAddon | undefined;
 
+/** The addon file this process loads: TSCLIP_ADDON, or the package's build. */
+export function addonPath(): string {
+  return process.env.TSCLIP_ADDON ? resolve(process.env.TSCLIP_ADDON) : join(packageRoot(), 'build', 'Release', 'tsclip.node');
+}
+
 export function addon(): NativeAddon {
   if (cached) return cached;
-  const path = process.env.TSCLIP_ADDON ? resolve(process.env.TSCLIP_ADDON) : join(packageRoot(), 'build', 'Release', 'tsclip.node');
+  const path = addonPath();
   if (!existsSync(path)) {
     throw new Error(`tsclip: the native addon is not built (${path} is missing); run \`npm install\` or \`npm run build:native\``);
   }

@@ -5,9 +5,11 @@
 #include <cstring>
 #include <vector>
 
+#include "../cpu/features.h"
 #include "../cpu/strided.h"
 #include "../cpu/threadpool.h"
 #include "../tensor.h"
+#include "activation_impl.h"
 #include "kinds.h"
 
 namespace tsclip {
@@ -134,6 +136,17 @@ inline float unary_grad(UnaryKind k, float x) {
   return 0;
 }
 
+bool exp_based(UnaryKind k) { return k == UnaryKind::QuickGelu || k == UnaryKind::Sigmoid || k == UnaryKind::Exp; }
+
+// The widest exp-activation path this CPU has (activation_impl.h).
+void exp_unary(UnaryKind k, const float* x, const float* dy, float* y, int64_t n) {
+  static const auto fn = [] {
+    const CpuFeatures& f = cpu_features();
+    return f.avx512f ? &exp_activation_avx512 : f.avx2 && f.fma ? &exp_activation_avx2 : &exp_activation<4>;
+  }();
+  fn(k, x, dy, y, n);
+}
+
 UnaryKind unary_kind(const OpArgs& a) {
   int64_t k = a.i(0);
   a.require(k >= 0 && k <= int64_t(UnaryKind::Abs), "unknown unary kind " + std::to_string(k));
@@ -253,6 +266,7 @@ void cpu_unary(const OpArgs& a) {
   const float* p = x.ptr<float>();
   float* q = y.ptr<float>();
   parallel_for(y.numel(), kGrain / 4, [&](int64_t b, int64_t e) {
+    if (exp_based(k)) return exp_unary(k, p + b, nullptr, q + b, e - b);
     for (int64_t i = b; i < e; i++) q[i] = unary_fwd(k, p[i]);
   });
 }
@@ -266,6 +280,7 @@ void cpu_unary_backward(const OpArgs& a) {
   const float *p = x.ptr<float>(), *g = dy.ptr<float>();
   float* q = dx.ptr<float>();
   parallel_for(x.numel(), kGrain / 4, [&](int64_t b, int64_t e) {
+    if (exp_based(k)) return exp_unary(k, p + b, g + b, q + b, e - b);
     for (int64_t i = b; i < e; i++) q[i] = g[i] * unary_grad(k, p[i]);
   });
 }
