@@ -7,6 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { CsvDataset, splitCsvLine } from '../lib/data/csv.js';
+import { shortReason } from '../lib/data/counters.js';
 import { FolderDataset } from '../lib/data/folder.js';
 import { WebDatasetSource, expandShards } from '../lib/data/webdataset.js';
 import { FashionMnistDataset, FASHION_CLASSES, parseIdx } from '../lib/data/fashion-mnist.js';
@@ -59,6 +60,20 @@ describe('bad data', () => {
     const st = loader.stats();
     expect(st.skipped).toBe(2);
     expect(Object.keys(st.skippedReasons).some((k) => /empty caption/.test(k))).toBe(true);
+  });
+
+  it('skip reasons group by kind: without the file named or the detail libvips appends', () => {
+    const corrupt = 'cannot decode the image: Input buffer has corrupt header';
+    for (const msg of [
+      `/data/a.jpg: ${corrupt}: VipsJpeg: premature end of JPEG image`,
+      `'/data/b c.jpg': ${corrupt}:`,
+      `preprocess: /data/x.jpg: ${corrupt}: another image's detail`,
+    ])
+      expect(shortReason(msg)).toBe(corrupt);
+    // Bytes from memory (a WebDataset shard) keep their size, and lose the detail the same way.
+    for (const tail of [': V...', ':', ': VipsJpeg: premature end of JPEG image'])
+      expect(shortReason(`input (12 bytes): ${corrupt}${tail}`)).toBe(`input (12 bytes): ${corrupt}`);
+    expect(shortReason('x'.repeat(100))).toBe(`${'x'.repeat(77)}...`);
   });
 
   it('mostly bad data stops with an error naming the data and the reasons', async () => {

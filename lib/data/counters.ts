@@ -48,6 +48,7 @@ export function shortReason(msg: string): string {
   // A decoder's message is kept up to the detail libvips appends: libvips has one error buffer for
   // the whole process, so with images decoded at once (worker threads) that detail can be cut off
   // or come from another image. It also names the file at times ("Input file is missing: /a/b").
-  m = m.replace(/^(cannot decode the image: [^:]+):[\s\S]*$/, '$1');
+  // The same holds for bytes decoded from memory ("input (12 bytes): cannot decode ...").
+  m = m.replace(/^((?:input \(\d+ bytes\): )?cannot decode the image: [^:]+):[\s\S]*$/, '$1');
   return m.length > 80 ? `${m.slice(0, 77)}...` : m;
 }
