@@ -210,7 +210,9 @@ bool validate() {
   }
   // Few rows over several k blocks, split over columns: each thread accumulates its part of the
   // rows apart and writes it once (with accumulate, activation, alpha and a ragged edge).
+  // Few rows with several column blocks per thread too (A packed once for all of K, each walk).
   for (int t = 0; t < 4; t++) {
+    cases.push_back({1, 50, 700, 600, bool(t & 1), bool(t & 2), false, false, t == 0, true, 0.5f, 0, false, t == 3 ? 2 : 0});
     cases.push_back({1, 50, 200, 600, bool(t & 1), bool(t & 2), false, false, t != 1, true, t == 2 ? 0.5f : 1.0f, 1});
     cases.push_back({1, 37, 301, 530, bool(t & 1), bool(t & 2), false, false, false, t == 0, 1.0f, 0, false, t});
   }
