@@ -89,21 +89,19 @@ void copy_to(const OpArgs& a, const TensorRef& x, const TensorRef& y) {
   a.fail("unsupported output dtype");
 }
 
-inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
-
+// The activations other than quick_gelu, sigmoid and exp, which run on the vector exp
+// (exp_activation in activation_impl.h).
 inline float unary_fwd(UnaryKind k, float x) {
   switch (k) {
     case UnaryKind::Relu: return x > 0 ? x : 0;
-    case UnaryKind::QuickGelu: return x * sigmoid(1.702f * x);
     case UnaryKind::Gelu: return 0.5f * x * (1.f + std::erf(x * float(M_SQRT1_2)));
-    case UnaryKind::Exp: return std::exp(x);
     case UnaryKind::Log: return std::log(x);
     case UnaryKind::Neg: return -x;
     case UnaryKind::Sqrt: return std::sqrt(x);
     case UnaryKind::Square: return x * x;
     case UnaryKind::Tanh: return std::tanh(x);
-    case UnaryKind::Sigmoid: return sigmoid(x);
     case UnaryKind::Abs: return std::fabs(x);
+    case UnaryKind::QuickGelu: case UnaryKind::Sigmoid: case UnaryKind::Exp: break;
   }
   return 0;
 }
@@ -112,13 +110,8 @@ inline float unary_fwd(UnaryKind k, float x) {
 inline float unary_grad(UnaryKind k, float x) {
   switch (k) {
     case UnaryKind::Relu: return x > 0 ? 1.f : 0.f;
-    case UnaryKind::QuickGelu: {
-      float s = sigmoid(1.702f * x);
-      return s + 1.702f * x * s * (1.f - s);
-    }
     case UnaryKind::Gelu:
       return 0.5f * (1.f + std::erf(x * float(M_SQRT1_2))) + x * std::exp(-0.5f * x * x) * 0.3989422804014327f;
-    case UnaryKind::Exp: return std::exp(x);
     case UnaryKind::Log: return 1.f / x;
     case UnaryKind::Neg: return -1.f;
     case UnaryKind::Sqrt: return 0.5f / std::sqrt(x);
@@ -127,11 +120,8 @@ inline float unary_grad(UnaryKind k, float x) {
       float t = std::tanh(x);
       return 1.f - t * t;
     }
-    case UnaryKind::Sigmoid: {
-      float s = sigmoid(x);
-      return s * (1.f - s);
-    }
     case UnaryKind::Abs: return x > 0 ? 1.f : (x < 0 ? -1.f : 0.f);
+    case UnaryKind::QuickGelu: case UnaryKind::Sigmoid: case UnaryKind::Exp: break;
   }
   return 0;
 }
