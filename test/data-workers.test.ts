@@ -6,7 +6,7 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import sharp from 'sharp';
 import { FolderDataset } from '../lib/data/folder.js';
@@ -19,7 +19,7 @@ import { DataWorkerError, DecodePool } from '../lib/data/pool.js';
 import type { ExampleJob } from '../lib/data/jobs.js';
 import type { BatchSource, Dataset, DataPosition, DataStats } from '../lib/data/types.js';
 import { preprocess } from '../lib/image/preprocess.js';
-import { packageRoot } from '../lib/native/addon.js';
+import { addonPath } from '../lib/native/addon.js';
 import { Random } from '../lib/nn/random.js';
 import { makeTar, wordTokenize } from './train-helpers.js';
 
@@ -199,7 +199,7 @@ describe('worker threads give the batches of the main thread', () => {
 
 describe('failures and shutdown', () => {
   it('the native addon loads in worker threads that come and go (no state kept across environments)', () => {
-    const path = process.env.TSCLIP_ADDON ? resolve(process.env.TSCLIP_ADDON) : join(packageRoot(), 'build', 'Release', 'tsclip.node');
+    const path = addonPath();
     // In a child process: a heap corrupted by a stale per-environment reference would abort it.
     const code = `
 const { Worker } = require('node:worker_threads');
