@@ -2,7 +2,7 @@
 // bfloat16 copies of their float32 operands with float32 accumulation and return float32, in the
 // forward and in their backward. Everything else (norms, softmax, attention, losses) stays float32,
 // the weights stay float32 masters, and their gradients come out of the GEMM in float32.
-import { Tensor, runRaw, untracked, type DType } from './tensor.js';
+import { Tensor, copyContiguous, untracked, type DType } from './tensor.js';
 
 export type Precision = 'fp32' | 'bf16';
 export const PRECISIONS: readonly Precision[] = ['fp32', 'bf16'];
@@ -56,12 +56,12 @@ export function autocastDtype(): DType | null {
 
 /**
  * t as a contiguous bfloat16 tensor for a GEMM operand: a new tensor the caller owns (dispose it or
- * keep it for backward). With `cache`, a parameter (a leaf that requires grad) is converted once per
- * autocast scope and the copy shared; the caller gets its own view of it either way.
+ * keep it for backward). A parameter (a leaf that requires grad) is converted once per autocast
+ * scope and the copy shared; the caller gets its own view of it either way.
  */
-export function castOperand(t: Tensor, cache: boolean): Tensor {
+export function castOperand(t: Tensor): Tensor {
   const scope = scopes[scopes.length - 1];
-  if (cache && scope && t.requiresGrad && !t.gradFn) {
+  if (scope && t.requiresGrad && !t.gradFn) {
     const version = t.storage.version;
     let e = scope.cache.get(t);
     if (e && e.version !== version) {
@@ -70,17 +70,10 @@ export function castOperand(t: Tensor, cache: boolean): Tensor {
     }
     if (!e) {
       // Outside every tidy scope: the autocast scope owns it and frees it on exit.
-      e = { copy: untracked(() => bf16Copy(t)), version };
+      e = { copy: untracked(() => copyContiguous(t, 'bfloat16')), version };
       scope.cache.set(t, e);
     }
     return e.copy.view(e.copy.shape, e.copy.strides, e.copy.offset);
   }
-  return bf16Copy(t);
-}
-
-/** A contiguous bfloat16 copy of t (rounded to nearest even). */
-export function bf16Copy(t: Tensor): Tensor {
-  const out = Tensor.empty(t.shape, { dtype: 'bfloat16', device: t.device });
-  runRaw('copy', [t], [out]);
-  return out;
+  return copyContiguous(t, 'bfloat16'); // rounded to nearest even
 }

@@ -441,3 +441,20 @@ export function copyContiguous(t: Tensor, dtype: DType = t.dtype): Tensor {
   runRaw('copy', [t], [out]);
   return out;
 }
+
+/** t's elements contiguous, in a tensor the caller owns: a view of t when t is contiguous, else a copy. */
+export function contiguousOwned(t: Tensor): Tensor {
+  return t.isContiguous ? t.view(t.shape, t.strides) : copyContiguous(t);
+}
+
+/**
+ * t's elements as a contiguous [rows, cols] tensor the caller owns (rows * cols = t.numel): a view
+ * of t when t is contiguous and of `dtype` already, else a view of a converted copy.
+ */
+export function rowsView(t: Tensor, rows: number, cols: number, dtype: DType = t.dtype): Tensor {
+  if (t.isContiguous && dtype === t.dtype) return t.view([rows, cols], [cols, 1]);
+  const c = copyContiguous(t, dtype);
+  const v = c.view([rows, cols], [cols, 1]);
+  c.dispose();
+  return v;
+}

@@ -1,5 +1,5 @@
 // Row gathers: embedding lookup and picking rows (the end-of-text token, the class token).
-import { Tensor, keep, runRaw } from '../tensor.js';
+import { Tensor, copyContiguous, keep, runRaw } from '../tensor.js';
 import { contiguous } from './shape.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
@@ -54,11 +54,7 @@ export function argmax(x: Tensor): Tensor {
   checkTensor('argmax', 'input', x);
   checkRank('argmax', 'input', x, 2);
   checkDtype('argmax', 'input', x, 'float32', 'int32');
-  const src = x.isContiguous ? x : (() => {
-    const c = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
-    runRaw('copy', [x], [c]);
-    return c;
-  })();
+  const src = x.isContiguous ? x : copyContiguous(x);
   const out = Tensor.empty([x.shape[0]], { dtype: 'int32', device: x.device });
   runRaw('argmax_last', [src], [out]);
   if (src !== x) src.dispose();

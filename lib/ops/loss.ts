@@ -1,18 +1,12 @@
 // Losses: cross-entropy over class logits, and CLIP's symmetric contrastive loss (fused: the
 // N x N logits are never stored), whole-batch or per shard against gathered features.
-import { Tensor, keep, runRaw } from '../tensor.js';
+import { Tensor, contiguousOwned, keep, runRaw } from '../tensor.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
 import { BinaryKind } from '../native/kinds.js';
 import { l2Normalize } from './norm.js';
 import { mean } from './reduce.js';
 
-function contiguousRaw(t: Tensor): Tensor {
-  if (t.isContiguous) return t.view(t.shape, t.strides);
-  const c = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
-  runRaw('copy', [t], [c]);
-  return c;
-}
 
 /** Per-row cross-entropy -log softmax(logits)[label], logits [N, C], labels int32 [N] -> [N]. */
 export function crossEntropyRows(logits: Tensor, labels: Tensor): Tensor {
@@ -27,8 +21,8 @@ export function crossEntropyRows(logits: Tensor, labels: Tensor): Tensor {
   check(op, labels.ndim === 1 && labels.shape[0] === N,
     () => `labels ${labels.describe()} must be [${N}] for logits ${logits.describe()}`);
   check(op, C > 0, () => `logits ${logits.describe()} has no classes`);
-  const x = contiguousRaw(logits);
-  const y = contiguousRaw(labels);
+  const x = contiguousOwned(logits);
+  const y = contiguousOwned(labels);
   const loss = Tensor.empty([N], { device: logits.device });
   const lse = Tensor.empty([N], { device: logits.device });
   try {
@@ -43,7 +37,7 @@ export function crossEntropyRows(logits: Tensor, labels: Tensor): Tensor {
   }
   const saved = [keep(x), keep(y), keep(lse)];
   return record(loss, op, [logits, null], (g) => {
-    const gc = contiguousRaw(g);
+    const gc = contiguousOwned(g);
     const dx = Tensor.empty([N, C], { device: g.device });
     runRaw('cross_entropy_bwd', [saved[0], saved[1], saved[2], gc], [dx]);
     gc.dispose();
@@ -81,7 +75,7 @@ export function clipLoss(img: Tensor, txt: Tensor, logScale: Tensor): Tensor {
   const [N, D] = img.shape;
   const imgN = l2Normalize(img);
   const txtN = l2Normalize(txt);
-  const ls = contiguousRaw(logScale);
+  const ls = contiguousOwned(logScale);
   const loss = Tensor.empty([], { device: img.device });
   const lseRow = Tensor.empty([N], { device: img.device });
   const lseCol = Tensor.empty([N], { device: img.device });
@@ -143,7 +137,7 @@ export function clipLossLocal(imgLocal: Tensor, txtLocal: Tensor, imgAll: Tensor
   // Each direction's cross-entropy, weighted 1/2n, from the one-direction op.
   const weight = 0.5 / n;
   const iL = l2Normalize(imgLocal), tL = l2Normalize(txtLocal), iA = l2Normalize(imgAll), tA = l2Normalize(txtAll);
-  const ls = contiguousRaw(logScale);
+  const ls = contiguousOwned(logScale);
   const dev = imgLocal.device;
   const l1 = Tensor.empty([], { device: dev }), l2 = Tensor.empty([], { device: dev });
   const lse1 = Tensor.empty([n], { device: dev }), lse2 = Tensor.empty([n], { device: dev });
@@ -167,7 +161,7 @@ export function clipLossLocal(imgLocal: Tensor, txtLocal: Tensor, imgAll: Tensor
   const scaleShape = logScale.shape;
   const out = record(loss, op, [...feats, logScale], (g) => {
     const [si, st, sai, sat, sls, slse1, slse2] = saved;
-    const gc = contiguousRaw(g);
+    const gc = contiguousOwned(g);
     const dIL = Tensor.empty([n, D], { device: g.device }), dTA = Tensor.empty([m, D], { device: g.device });
     const dTL = Tensor.empty([n, D], { device: g.device }), dIA = Tensor.empty([m, D], { device: g.device });
     const ds1 = Tensor.empty(scaleShape, { device: g.device }), ds2 = Tensor.empty(scaleShape, { device: g.device });

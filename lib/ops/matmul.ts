@@ -1,13 +1,13 @@
 // Matrix products on the native gemm: matmul (2-D or batched 3-D, transposed views free) and linear.
 // Under autocast('bf16') (lib/amp.ts) both multiply bfloat16 copies of float32 operands, forward and
 // backward, with float32 accumulation and float32 results (so weight gradients land in float32).
-import { Tensor, contiguousStrides, keep, runRaw } from '../tensor.js';
+import { Tensor, contiguousStrides, copyContiguous, keep, rowsView, runRaw } from '../tensor.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkRank, checkSameDevice, checkTensor } from './util.js';
 import { sumTo } from './reduce.js';
 import { activation, type Activation } from './elementwise.js';
 import { UnaryKind } from '../native/kinds.js';
-import { autocastDtype, bf16Copy, castOperand } from '../amp.js';
+import { autocastDtype, castOperand } from '../amp.js';
 import { linearPacked } from './packed.js';
 
 /** A [batch, rows, cols] view of a 2-D or 3-D tensor whose last two dims have a unit stride somewhere. */
@@ -17,8 +17,7 @@ function as3d(t: Tensor, batch: number): { view: Tensor; copied: boolean } {
   const r = t.ndim;
   const okLayout = t.strides[r - 1] === 1 || t.strides[r - 2] === 1;
   if (!okLayout) {
-    src = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
-    runRaw('copy', [t], [src]);
+    src = copyContiguous(t);
     copied = true;
   }
   const rows = src.shape[r - 2], cols = src.shape[r - 1];
@@ -71,8 +70,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   // Mixed precision: the bf16 copies are what the product and its backward read (and what is saved).
   const amp = autocastDtype() === 'bfloat16';
-  const ca = amp && a.dtype === 'float32' ? castOperand(a, true) : a;
-  const cb = amp && b.dtype === 'float32' ? castOperand(b, true) : b;
+  const ca = amp && a.dtype === 'float32' ? castOperand(a) : a;
+  const cb = amp && b.dtype === 'float32' ? castOperand(b) : b;
   const out = gemmRaw(ca, cb);
   if (!needsGrad(a, b)) {
     if (ca !== a) ca.dispose();
@@ -81,7 +80,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   const sa = ca !== a ? keep(ca) : save(a), sb = cb !== b ? keep(cb) : save(b);
   return record(out, 'matmul', [a, b], (g) => {
-    const gg = amp && g.dtype === 'float32' ? bf16Copy(g) : g;
+    const gg = amp && g.dtype === 'float32' ? copyContiguous(g, 'bfloat16') : g;
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (a.requiresGrad) {
       const bt = tr(sb);
@@ -131,20 +130,8 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, epilogueAc
   const rows = lead.reduce((p, s) => p * s, 1);
   // Mixed precision: x and w as bf16 copies (the weight's shared for the autocast scope).
   const amp = autocastDtype() === 'bfloat16';
-  const xCast = amp && x.dtype === 'float32';
-  const x2 = x.isContiguous && !xCast ? x.view([rows, inF], [inF, 1]) : (() => {
-    let c: Tensor;
-    if (xCast) {
-      c = castOperand(x, false);
-    } else {
-      c = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
-      runRaw('copy', [x], [c]);
-    }
-    const v = c.view([rows, inF], [inF, 1]);
-    c.dispose();
-    return v;
-  })();
-  const wc = amp && w.dtype === 'float32' ? castOperand(w, true) : w;
+  const x2 = rowsView(x, rows, inF, amp && x.dtype === 'float32' ? 'bfloat16' : x.dtype);
+  const wc = amp && w.dtype === 'float32' ? castOperand(w) : w;
   // Inference reuses the weight packed once (lib/ops/packed.ts) where the backend can.
   const y2 = (!amp && !needsGrad(x, w, b) ? linearPacked(x2, w, b, epilogueAct) : null) ?? (() => {
     const wt = tr(wc);
@@ -161,14 +148,8 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, epilogueAc
   }
   const sx = keep(x2), sw = wc !== w ? keep(wc) : save(w);
   return record(out, 'linear', [x, w, b], (g) => {
-    const g2 = g.isContiguous ? g.view([rows, outF], [outF, 1]) : (() => {
-      const c = Tensor.empty(g.shape, { dtype: g.dtype, device: g.device });
-      runRaw('copy', [g], [c]);
-      const v = c.view([rows, outF], [outF, 1]);
-      c.dispose();
-      return v;
-    })();
-    const gm = amp && g2.dtype === 'float32' ? bf16Copy(g2) : g2; // the GEMMs' operand
+    const g2 = rowsView(g, rows, outF);
+    const gm = amp && g2.dtype === 'float32' ? copyContiguous(g2, 'bfloat16') : g2; // the GEMMs' operand
     let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
     if (x.requiresGrad) {
       const d = gemmRaw(gm, sw); // [rows, in]

@@ -1,27 +1,11 @@
 // Normalisation over the last dimension: layer norm, L2 normalisation (F.normalize) and softmax
 // with an optional causal and/or additive mask. Any leading dimensions; the native kernels see
 // contiguous [rows, D] data.
-import { Tensor, keep, runRaw, shapeString } from '../tensor.js';
+import { Tensor, contiguousOwned, keep, rowsView, runRaw, shapeString } from '../tensor.js';
 import { needsGrad, record, save } from '../autograd.js';
 import { check, checkDtype, checkSameDevice, checkTensor } from './util.js';
 import { sumTo } from './reduce.js';
 
-/** A contiguous [rows, D] view of t, copying when t's layout is not contiguous. */
-function rows2d(t: Tensor, rows: number, d: number): Tensor {
-  if (t.isContiguous) return t.view([rows, d], [d, 1]);
-  const c = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
-  runRaw('copy', [t], [c]);
-  const v = c.view([rows, d], [d, 1]);
-  c.dispose();
-  return v;
-}
-
-function contiguousRaw(t: Tensor): Tensor {
-  if (t.isContiguous) return t.view(t.shape, t.strides);
-  const c = Tensor.empty(t.shape, { dtype: t.dtype, device: t.device });
-  runRaw('copy', [t], [c]);
-  return c;
-}
 
 function lastDim(op: string, x: Tensor): { rows: number; d: number } {
   check(op, x.ndim >= 1, () => `input must have at least one dimension, got ${x.describe()}`);
@@ -61,12 +45,12 @@ function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null
   }
   checkSameDevice(op, x, r, w, b);
   check(op, Number.isFinite(eps) && eps >= 0, `eps must be a non-negative number, got ${eps}`);
-  const x2 = rows2d(x, rows, d);
-  const r2 = r ? rows2d(r, rows, d) : null;
+  const x2 = rowsView(x, rows, d);
+  const r2 = r ? rowsView(r, rows, d) : null;
   const sum = r ? Tensor.empty(x.shape, { device: x.device }) : null;
   const s2 = sum ? sum.view([rows, d], [d, 1]) : null;
-  const wc = w ? contiguousRaw(w) : Tensor.ones([d], { device: x.device });
-  const bc = b ? contiguousRaw(b) : Tensor.zeros([d], { device: x.device });
+  const wc = w ? contiguousOwned(w) : Tensor.ones([d], { device: x.device });
+  const bc = b ? contiguousOwned(b) : Tensor.zeros([d], { device: x.device });
   const y = Tensor.empty(x.shape, { device: x.device });
   const y2 = y.view([rows, d], [d, 1]);
   // The statistics only serve the backward.
@@ -93,7 +77,7 @@ function layerNormImpl(op: string, x: Tensor, r: Tensor | null, w: Tensor | null
   const saved = [keep(normed), keep(wc), keep(mean!), keep(rstd!)];
   const inShape = x.shape;
   const yOut = record(y, 'layerNorm', [src, w, b], (g) => {
-    const g2 = rows2d(g, rows, d);
+    const g2 = rowsView(g, rows, d);
     const dx = Tensor.empty(inShape, { device: g.device });
     const dx2 = dx.view([rows, d], [d, 1]);
     const dw = Tensor.zeros([d], { device: g.device });
@@ -115,7 +99,7 @@ export function l2Normalize(x: Tensor, eps = 1e-12): Tensor {
   checkDtype(op, 'input', x, 'float32');
   check(op, Number.isFinite(eps) && eps >= 0, `eps must be a non-negative number, got ${eps}`);
   const { rows, d } = lastDim(op, x);
-  const x2 = rows2d(x, rows, d);
+  const x2 = rowsView(x, rows, d);
   const y = Tensor.empty(x.shape, { device: x.device });
   const y2 = y.view([rows, d], [d, 1]);
   const norm = Tensor.empty([rows], { device: x.device });
@@ -129,7 +113,7 @@ export function l2Normalize(x: Tensor, eps = 1e-12): Tensor {
   const saved = [keep(y2), keep(norm)];
   const inShape = x.shape;
   return record(y, op, [x], (g) => {
-    const g2 = rows2d(g, rows, d);
+    const g2 = rowsView(g, rows, d);
     const dx = Tensor.empty(inShape, { device: g.device });
     const dx2 = dx.view([rows, d], [d, 1]);
     runRaw('l2norm_bwd', [g2, saved[0], saved[1]], [dx2], [], [eps]);
@@ -165,7 +149,7 @@ export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
     check(op, mask.ndim === 2 && mask.shape[0] === sq && mask.shape[1] === sk,
       () => `mask ${mask.describe()} must be ${shapeString([sq, sk])} for input ${x.describe()}`);
   }
-  const xc = contiguousRaw(x);
+  const xc = contiguousOwned(x);
   const x3 = xc.view([batch, sq, sk], [sq * sk, sk, 1]);
   xc.dispose();
   const y = Tensor.empty(x.shape, { device: x.device });
@@ -177,7 +161,7 @@ export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
   const sy = save(y);
   const inShape = x.shape;
   return record(y, op, [x, mask], (g) => {
-    const gc = contiguousRaw(g);
+    const gc = contiguousOwned(g);
     const dx = Tensor.empty(inShape, { device: g.device });
     runRaw('softmax_bwd', [sy, gc], [dx]);
     gc.dispose();

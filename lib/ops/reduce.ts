@@ -1,6 +1,6 @@
 // Reductions: sum, mean, max and sum of squares over any dimensions, and sumTo (the backward of a
 // broadcast).
-import { Tensor, contiguousStrides, runRaw } from '../tensor.js';
+import { Tensor, contiguousStrides, copyContiguous, runRaw } from '../tensor.js';
 import { needsGrad, record } from '../autograd.js';
 import { ReduceKind, UnaryKind, type ReduceKindName } from '../native/kinds.js';
 import { checkDtype, checkTensor, normDim, sameShape } from './util.js';
@@ -20,7 +20,7 @@ function reduceDims(op: string, x: Tensor, dims: number[] | undefined, keepDim: 
   checkTensor(op, 'input', x);
   checkDtype(op, 'input', x, 'float32');
   const all = dims === undefined ? x.shape.map((_, i) => i) : [...new Set(dims.map((d) => normDim(op, d, x.ndim)))];
-  let cur = x.isContiguous ? x : contiguousRaw(x);
+  let cur = x.isContiguous ? x : copyContiguous(x);
   let k = kind;
   for (const d of all.sort((a, b) => a - b)) {
     const next = reduceDim(cur, d, k);
@@ -30,7 +30,7 @@ function reduceDims(op: string, x: Tensor, dims: number[] | undefined, keepDim: 
   }
   if (cur === x) {
     // Nothing to reduce (a 0-d tensor, or dims = []): still square for sumSquares.
-    cur = contiguousRaw(x);
+    cur = copyContiguous(x);
     if (kind === 'sumSquares') runRaw('unary', [cur], [cur], [UnaryKind.square]);
   }
   const kept = x.shape.map((s, i) => (all.includes(i) ? 1 : s));
@@ -40,11 +40,6 @@ function reduceDims(op: string, x: Tensor, dims: number[] | undefined, keepDim: 
   return { out, kept };
 }
 
-function contiguousRaw(x: Tensor): Tensor {
-  const out = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
-  runRaw('copy', [x], [out]);
-  return out;
-}
 
 export function sum(x: Tensor, dims?: number | number[], keepDim = false): Tensor {
   const d = typeof dims === 'number' ? [dims] : dims;
